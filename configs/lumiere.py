@@ -1,0 +1,161 @@
+"""The one Lumiere config: `--config configs/lumiere.py:stage=base,size=tiny`.
+
+Arguments (comma-separated `key=value`):
+  stage: t2i | base            which model trains (DESIGN section 5).
+  size:  tiny | small | paper  shapes; `tiny` trains on 2 CPU cores in minutes.
+
+Any field can then be overridden with `--config.train.steps=10`. The returned config is locked: an unknown key or a
+value of the wrong type fails at once, naming the field; `lumiere_jax.config.validate` checks the rest before any
+compile.
+
+`paper` follows the published video shape (128x128, 80 frames at 16 fps, four spatial and four temporal
+down-samplings: 80 -> 40 -> 20 -> 10 -> 5 frames). The paper does not publish widths; ours approximate an Imagen-scale
+pixel U-Net (channels 256 x (1, 2, 3, 4, 4), 3 residual blocks per level).
+"""
+
+import ml_collections
+
+STAGES = ('t2i', 'base')
+
+# Per size: model shape, clip shape and batch. Widths of `paper` are our approximation (see module docstring).
+SIZES = {
+    'tiny': dict(
+        image_size=32, num_frames=16, channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
+        attention_resolutions=(8,), num_heads=2, norm_groups=8, temporal_attention_depth=1,
+        text_width=64, text_depth=2, text_heads=2, text_max_length=32, batch_size=16, steps=400,
+    ),
+    'small': dict(
+        image_size=64, num_frames=16, channels=64, channel_mults=(1, 2, 2, 4), num_res_blocks=2,
+        attention_resolutions=(16, 8), num_heads=4, norm_groups=16, temporal_attention_depth=2,
+        text_width=256, text_depth=4, text_heads=4, text_max_length=64, batch_size=32, steps=20_000,
+    ),
+    'paper': dict(
+        image_size=128, num_frames=80, channels=256, channel_mults=(1, 2, 3, 4, 4), num_res_blocks=3,
+        attention_resolutions=(32, 16, 8), num_heads=8, norm_groups=32, temporal_attention_depth=4,
+        text_width=1024, text_depth=12, text_heads=16, text_max_length=128, batch_size=256, steps=500_000,
+    ),
+}
+
+
+def _parse_arg(arg: str) -> dict[str, str]:
+  """Parses `stage=base,size=tiny` into a dict, rejecting unknown keys."""
+  parsed = {'stage': 'base', 'size': 'tiny'}
+  for item in filter(None, (arg or '').split(',')):
+    key, sep, value = item.partition('=')
+    if not sep or key not in parsed:
+      raise ValueError(f'config argument {item!r}: expected stage=<{"|".join(STAGES)}> or '
+                       f'size=<{"|".join(SIZES)}>, comma-separated')
+    parsed[key] = value
+  if parsed['stage'] not in STAGES:
+    raise ValueError(f'config argument stage={parsed["stage"]!r}: must be one of {STAGES}')
+  if parsed['size'] not in SIZES:
+    raise ValueError(f'config argument size={parsed["size"]!r}: must be one of {tuple(SIZES)}')
+  return parsed
+
+
+def get_config(arg: str = '') -> ml_collections.ConfigDict:
+  args = _parse_arg(arg)
+  size = SIZES[args['size']]
+  num_levels = len(size['channel_mults'])
+  c = ml_collections.ConfigDict()
+  c.stage = args['stage']
+  c.size = args['size']
+  c.seed = 0
+
+  c.model = ml_collections.ConfigDict(dict(
+      image_size=size['image_size'],
+      # Frames per clip; the t2i stage trains on single frames (num_frames is ignored there).
+      num_frames=size['num_frames'],
+      in_channels=3,
+      out_channels=3,
+      channels=size['channels'],
+      channel_mults=size['channel_mults'],
+      num_res_blocks=size['num_res_blocks'],
+      # Spatial resolutions (pixels on a side) whose levels get self-attention and text cross-attention.
+      attention_resolutions=size['attention_resolutions'],
+      num_heads=size['num_heads'],
+      norm_groups=size['norm_groups'],
+      dropout=0.0,
+      # One flag per spatial resize (len(channel_mults) - 1): whether a temporal down/up-sampling follows it.
+      temporal_downsample=(True,) * (num_levels - 1),
+      # Temporal self-attention blocks stacked at the coarsest level (the bottleneck).
+      temporal_attention_depth=size['temporal_attention_depth'],
+      dtype='float32',  # compute dtype; parameters are always float32
+      remat_policy='none',  # 'none' or a name in jax.checkpoint_policies, e.g. 'nothing_saveable'
+      # base stage: t2i workdir (latest checkpoint) or a checkpoint step directory to take spatial weights from.
+      init_from='',
+  ))
+
+  c.text = ml_collections.ConfigDict(dict(
+      encoder='builtin',  # small transformer over byte tokens (the embedded default)
+      max_length=size['text_max_length'],
+      width=size['text_width'],
+      depth=size['text_depth'],
+      num_heads=size['text_heads'],
+  ))
+
+  c.diffusion = ml_collections.ConfigDict(dict(
+      logsnr_min=-15.0,
+      logsnr_max=15.0,
+      # Added to the cosine log-SNR (Hoogeboom et al. 2023 use 2*log(64/resolution)); 0 = plain cosine.
+      logsnr_shift=0.0,
+      text_dropout=0.1,  # fraction of training captions replaced by the empty caption (classifier-free guidance)
+  ))
+
+  c.sample = ml_collections.ConfigDict(dict(
+      sampler='ddim',  # ddim | ancestral
+      steps=50,
+      eta=0.0,  # DDIM stochasticity: 0 deterministic, 1 = ancestral
+      guidance=3.0,  # classifier-free guidance scale; 1 = conditional only
+      dynamic_threshold=0.0,  # percentile in (0, 1) for Imagen's dynamic thresholding; 0 = plain clip to [-1, 1]
+      prompts=('a red circle moving right', 'a blue square moving left', 'a green triangle moving down',
+               'a yellow circle moving up'),
+      every_steps=0,  # periodic samples during training; 0 = only at the end
+      fps=16,
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      source='synthetic',  # 'synthetic' (procedural moving shapes, built on first use) or a glob of ArrayRecord shards
+      # Where the synthetic set is written; '' = $LUMIERE_DATA_DIR or ~/.cache/lumiere_jax.
+      synthetic_dir='',
+      synthetic_clips=2048,
+      fps=16,  # clips are resampled to this frame rate
+      shuffle_seed=0,
+      num_workers=0,  # grain worker processes; 0 decodes in the main process
+      max_bad_fraction=0.05,  # stop when more than this fraction of records read so far was bad; < 1
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      batch_size=size['batch_size'],  # global, over all processes
+      steps=size['steps'],
+      learning_rate=2e-3 if args['size'] == 'tiny' else 1e-4,
+      warmup_steps=min(1000, size['steps'] // 10),
+      weight_decay=0.0,
+      grad_clip=1.0,
+      ema_decay=0.999 if args['size'] != 'tiny' else 0.99,
+      # Which parameters the optimizer updates: 'all' or 'temporal' (the STUNet's new temporal layers only).
+      trainable='temporal' if args['stage'] == 'base' else 'all',
+      log_every=25,
+      checkpoint_every=200,
+      keep_checkpoints=3,
+  ))
+
+  # Mesh axes and sizes; -1 takes the devices that are left. Data parallelism runs over `data` and `fsdp`.
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=-1,
+      fsdp=1,
+      tensor=1,
+      # Logical axis name -> mesh axes. Names not listed are replicated.
+      axis_rules=(
+          ('batch', ('data', 'fsdp')),
+          ('embed', 'fsdp'),
+          ('mlp', 'tensor'),
+          ('heads', 'tensor'),
+          ('vocab', 'tensor'),
+      ),
+      # Fail when more than this fraction of parameter bytes is replicated on every device of a >1-device mesh.
+      max_replicated_fraction=1.0,
+  ))
+
+  c.lock()
+  return c

@@ -1,0 +1,153 @@
+"""Config loading and validation, run before anything is built or compiled.
+
+`configs/lumiere.py` returns a locked ConfigDict, so unknown keys and wrong types already fail on override with the
+field named. `validate` checks what types cannot: ranges, divisibility, the mesh against the devices, and how fields
+relate. Every problem found is reported at once, each prefixed with its field (`config.model.num_frames: ...`).
+"""
+
+import importlib.util
+import json
+import math
+import pathlib
+
+import jax
+import ml_collections
+
+from lumiere_jax.models.stunet import temporal_downsample_factor
+from lumiere_jax.parallel import mesh as mesh_lib
+
+CONFIG_FILE = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'lumiere.py'
+DTYPES = ('float32', 'bfloat16')
+SAMPLERS = ('ddim', 'ancestral')
+
+
+class ConfigError(ValueError):
+  """One or more invalid config fields; the message lists each as `config.<field>: <problem>`."""
+
+
+def load(arg: str = '', path: str | pathlib.Path = CONFIG_FILE) -> ml_collections.ConfigDict:
+  """`get_config(arg)` of a config file, as `--config path:arg` would give it."""
+  spec = importlib.util.spec_from_file_location('lumiere_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def from_json(text: str) -> ml_collections.ConfigDict:
+  """A config saved with a checkpoint, rebuilt on the file's schema (so saved runs keep their types)."""
+  saved = json.loads(text)
+  config = load(f'stage={saved["stage"]},size={saved["size"]}')
+  config.unlock()
+  config.update_from_flattened_dict(_flatten(saved))
+  config.lock()
+  return config
+
+
+def _flatten(tree: dict, prefix: str = '') -> dict:
+  out = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      out.update(_flatten(value, f'{prefix}{key}.'))
+    else:
+      out[f'{prefix}{key}'] = tuple(map(_tuplify, value)) if isinstance(value, list) else value
+  return out
+
+
+def _tuplify(value):
+  return tuple(map(_tuplify, value)) if isinstance(value, list) else value
+
+
+def _model_errors(config):
+  m = config.model
+  levels = len(m.channel_mults)
+  if levels < 1:
+    yield 'model.channel_mults', 'needs at least one level'
+    return
+  if len(m.temporal_downsample) != levels - 1:
+    yield 'model.temporal_downsample', (f'needs one flag per spatial resize ({levels - 1} for {levels} levels), '
+                                        f'got {len(m.temporal_downsample)}')
+  if m.image_size % 2 ** (levels - 1):
+    yield 'model.image_size', f'{m.image_size} is not divisible by 2**{levels - 1} (the spatial downsamplings)'
+  if config.stage != 't2i' and m.num_frames % temporal_downsample_factor(m):
+    yield 'model.num_frames', (f'{m.num_frames} is not divisible by {temporal_downsample_factor(m)} = 2**(temporal '
+                               'downsamplings in model.temporal_downsample)')
+  level_sizes = {m.image_size // 2 ** i for i in range(levels)}
+  for res in m.attention_resolutions:
+    if res not in level_sizes:
+      yield 'model.attention_resolutions', f'{res} is not a level resolution (levels: {sorted(level_sizes)})'
+  for width in {m.channels * mult for mult in m.channel_mults}:
+    if width % m.norm_groups:
+      yield 'model.norm_groups', f'{m.norm_groups} does not divide the level width {width}'
+    if width % m.num_heads:
+      yield 'model.num_heads', f'{m.num_heads} does not divide the level width {width}'
+  if m.dtype not in DTYPES:
+    yield 'model.dtype', f'{m.dtype!r} is not one of {DTYPES}'
+  if m.remat_policy != 'none' and not hasattr(jax.checkpoint_policies, m.remat_policy):
+    yield 'model.remat_policy', f'{m.remat_policy!r} is neither "none" nor a name in jax.checkpoint_policies'
+  if not 0 <= m.dropout < 1:
+    yield 'model.dropout', f'{m.dropout} is outside [0, 1)'
+  if m.init_from and config.stage == 't2i':
+    yield 'model.init_from', 'only the base stage initialises from a t2i checkpoint'
+  if config.text.width % config.text.num_heads:
+    yield 'text.num_heads', f'{config.text.num_heads} does not divide text.width={config.text.width}'
+
+
+def _range_errors(config):
+  d, s, t, data = config.diffusion, config.sample, config.train, config.data
+  checks = [
+      ('diffusion.logsnr_max', d.logsnr_max > d.logsnr_min, f'must exceed diffusion.logsnr_min={d.logsnr_min}'),
+      ('diffusion.text_dropout', 0 <= d.text_dropout <= 1, 'must be in [0, 1]'),
+      ('sample.sampler', s.sampler in SAMPLERS, f'must be one of {SAMPLERS}'),
+      ('sample.steps', s.steps >= 1, 'must be >= 1'),
+      ('sample.eta', 0 <= s.eta <= 1, 'must be in [0, 1]'),
+      ('sample.guidance', s.guidance >= 0, 'must be >= 0'),
+      ('sample.dynamic_threshold', 0 <= s.dynamic_threshold < 1, 'must be in [0, 1)'),
+      ('sample.fps', s.fps > 0, 'must be > 0'),
+      ('data.fps', data.fps > 0, 'must be > 0'),
+      ('data.synthetic_clips', data.synthetic_clips >= 1, 'must be >= 1'),
+      ('data.num_workers', data.num_workers >= 0, 'must be >= 0'),
+      ('data.max_bad_fraction', 0 <= data.max_bad_fraction < 1, 'must be in [0, 1) (1 would loop forever on all-bad data)'),
+      ('train.batch_size', t.batch_size >= 1, 'must be >= 1'),
+      ('train.steps', t.steps >= 1, 'must be >= 1'),
+      ('train.learning_rate', t.learning_rate > 0, 'must be > 0'),
+      ('train.warmup_steps', 0 <= t.warmup_steps <= t.steps, f'must be in [0, train.steps={t.steps}]'),
+      ('train.weight_decay', t.weight_decay >= 0, 'must be >= 0'),
+      ('train.grad_clip', t.grad_clip > 0, 'must be > 0'),
+      ('train.ema_decay', 0 <= t.ema_decay < 1, 'must be in [0, 1)'),
+      ('train.log_every', t.log_every >= 1, 'must be >= 1'),
+      ('train.checkpoint_every', t.checkpoint_every >= 1, 'must be >= 1'),
+      ('train.keep_checkpoints', t.keep_checkpoints >= 1, 'must be >= 1'),
+      ('train.trainable', not (config.stage == 't2i' and t.trainable == 'temporal'),
+       'the t2i stage has no temporal parameters; use "all"'),
+      ('mesh.max_replicated_fraction', 0 <= config.mesh.max_replicated_fraction <= 1, 'must be in [0, 1]'),
+  ]
+  for field, ok, problem in checks:
+    if not ok:
+      yield field, f'{config[field.split(".")[0]][field.split(".")[1]]!r} {problem}'
+
+
+def _mesh_errors(config, num_devices, num_processes):
+  try:
+    sizes = mesh_lib.mesh_shape(config.mesh, num_devices)
+  except ValueError as e:
+    yield 'mesh', str(e).removeprefix('config.mesh')
+    return
+  for logical, axes in config.mesh.axis_rules:
+    for axis in (axes,) if isinstance(axes, str) else axes:
+      if axis not in mesh_lib.MESH_AXES:
+        yield 'mesh.axis_rules', f'{logical!r} maps to unknown mesh axis {axis!r} (axes: {mesh_lib.MESH_AXES})'
+  data_parallel = math.prod(sizes[a] for a in mesh_lib.BATCH_AXES)
+  if config.train.batch_size % data_parallel:
+    yield 'train.batch_size', (f'{config.train.batch_size} is not divisible by the data-parallel mesh size '
+                               f'{data_parallel} (mesh.data x mesh.fsdp)')
+  if config.train.batch_size % num_processes:
+    yield 'train.batch_size', f'{config.train.batch_size} is not divisible by the {num_processes} processes'
+
+
+def validate(config, num_devices: int | None = None, num_processes: int | None = None) -> None:
+  """Raises ConfigError listing every invalid field; call before building or compiling anything."""
+  num_devices = jax.device_count() if num_devices is None else num_devices
+  num_processes = jax.process_count() if num_processes is None else num_processes
+  errors = [*_model_errors(config), *_range_errors(config), *_mesh_errors(config, num_devices, num_processes)]
+  if errors:
+    raise ConfigError('invalid config:\n' + '\n'.join(f'  config.{field}: {problem}' for field, problem in errors))

@@ -1,0 +1,101 @@
+"""The training record schema (one ArrayRecord record = one clip) and the sharded writer.
+
+Each record is a msgpack map:
+
+| field        | type  | meaning                                                          |
+|--------------|-------|------------------------------------------------------------------|
+| `key`        | str   | unique clip id (used for dedup, sharding checks and debugging)   |
+| `caption`    | str   | UTF-8 text prompt; must be non-empty                             |
+| `video`      | bytes | a complete MP4 file, H.264 (yuv420p), decoded with PyAV          |
+| `fps`        | float | frame rate of the encoded clip (temporal sampling starts from it)|
+| `num_frames` | int   | frames in the encoded clip                                       |
+| `height`     | int   | frame height in pixels                                           |
+| `width`      | int   | frame width in pixels                                            |
+
+Shards are `{prefix}-{i:05d}-of-{n:05d}.array_record`, written with `group_size:1` (cheap random access for the
+grain shuffle); record `j` of the input goes to shard `j % n`.
+"""
+
+from collections.abc import Iterable
+import os
+import pathlib
+
+from array_record.python import array_record_module
+import msgpack
+
+# Field name -> accepted Python types after msgpack decoding (bool is rejected separately: it is an int subclass).
+SCHEMA = {
+    'key': (str,),
+    'caption': (str,),
+    'video': (bytes,),
+    'fps': (float, int),
+    'num_frames': (int,),
+    'height': (int,),
+    'width': (int,),
+}
+
+
+class BadRecordError(ValueError):
+  """A record or its video cannot be used; `reason` is a short category for counting, `detail` the specifics."""
+
+  def __init__(self, reason: str, detail: str = ''):
+    super().__init__(f'{reason}: {detail}' if detail else reason)
+    self.reason = reason
+    self.detail = detail
+
+
+def encode_record(*, key: str, caption: str, video: bytes, fps: float, num_frames: int, height: int,
+                  width: int) -> bytes:
+  """Serialises one clip to the msgpack record above."""
+  return msgpack.packb(dict(key=key, caption=caption, video=video, fps=float(fps), num_frames=int(num_frames),
+                            height=int(height), width=int(width)), use_bin_type=True)
+
+
+def decode_record(data: bytes) -> dict:
+  """Parses and validates one record; raises `BadRecordError` naming what is wrong."""
+  if not data:
+    raise BadRecordError('empty record')
+  try:
+    record = msgpack.unpackb(data, raw=False)
+  except UnicodeDecodeError as e:
+    raise BadRecordError('bad field', f'text is not UTF-8: {e}') from e
+  except Exception as e:  # msgpack raises several unrelated types (ExtraData, ValueError, UnicodeDecodeError, ...).
+    raise BadRecordError('not msgpack', f'{type(e).__name__}: {e}') from e
+  if not isinstance(record, dict):
+    raise BadRecordError('not msgpack', f'expected a map, got {type(record).__name__}')
+  for field, types in SCHEMA.items():
+    if field not in record:
+      raise BadRecordError('missing field', field)
+    value = record[field]
+    if isinstance(value, bool) or not isinstance(value, types):
+      raise BadRecordError('bad field', f'{field} is {type(value).__name__}')
+  if not record['caption'].strip():
+    raise BadRecordError('empty caption', record['key'])
+  if min(record['fps'], record['num_frames'], record['height'], record['width']) <= 0:
+    raise BadRecordError('bad field', 'fps, num_frames, height and width must be > 0')
+  return record
+
+
+def write_shards(records: Iterable[bytes], directory: str | os.PathLike, *, prefix: str,
+                 num_shards: int) -> list[str]:
+  """Writes records round-robin into `num_shards` ArrayRecord files; each appears (renamed) only when complete."""
+  if num_shards < 1:
+    raise ValueError(f'num_shards must be >= 1, got {num_shards}')
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  paths = [directory / f'{prefix}-{i:05d}-of-{num_shards:05d}.array_record' for i in range(num_shards)]
+  temps = [path.with_name(f'.{path.name}.tmp-{os.getpid()}') for path in paths]
+  writers = [array_record_module.ArrayRecordWriter(str(temp), 'group_size:1') for temp in temps]
+  try:
+    for i, record in enumerate(records):
+      writers[i % num_shards].write(record)
+  except BaseException:
+    for writer, temp in zip(writers, temps):
+      writer.close()
+      temp.unlink(missing_ok=True)
+    raise
+  for writer in writers:
+    writer.close()
+  for temp, path in zip(temps, paths):
+    os.replace(temp, path)
+  return [str(path) for path in paths]

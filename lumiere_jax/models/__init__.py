@@ -1,0 +1,46 @@
+"""Lumiere models: the text encoder plus the T2I U-Net (`stage='t2i'`) or the STUNet inflated from it (`'base'`).
+
+Parameter paths (dotted, as in `models.params`): the text encoder lives under `text_encoder.`, the U-Net under
+`unet.`; every temporal parameter has a path element starting with `temporal` and no spatial one does, and the
+STUNet's spatial paths are exactly the T2I model's, so T2I weights load into the STUNet by path.
+"""
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from lumiere_jax.models.stunet import temporal_downsample_factor
+from lumiere_jax.models.text import TextEncoder
+from lumiere_jax.models.unet import UNet
+
+__all__ = ['LumiereModel', 'build_model', 'temporal_downsample_factor']
+
+STAGES = ('t2i', 'base')
+
+
+class LumiereModel(nnx.Module):
+  """Text encoder + denoiser. The U-Net takes caption embeddings, never token ids."""
+
+  def __init__(self, config, *, rngs: nnx.Rngs):
+    if config.stage not in STAGES:
+      raise ValueError(f'stage={config.stage!r}: no model for it (known: {STAGES})')
+    dtype = jnp.dtype(config.model.dtype)
+    self.text_encoder = TextEncoder(config.text, dtype=dtype, remat=config.model.remat_policy, rngs=rngs)
+    self.unet = UNet(config.model, config.text.width, inflate=config.stage != 't2i', rngs=rngs)
+
+  def encode_text(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
+    """tokens int32 (B, L), mask bool (B, L) -> embeddings float32 (B, L, D), zero at masked positions."""
+    return self.text_encoder(tokens, mask)
+
+  def __call__(self, x: jax.Array, logsnr: jax.Array, text_emb: jax.Array, text_mask: jax.Array, *,
+               rngs: nnx.Rngs | None = None) -> jax.Array:
+    """v-prediction float32 (B, T, H, W, C) for noisy x (B, T, H, W, C) at logsnr (B,) given the caption.
+
+    `rngs` (with a 'dropout' stream) turns on `config.model.dropout`; without it the model is deterministic.
+    """
+    return self.unet(x, logsnr, text_emb, text_mask, rngs=rngs)
+
+
+def build_model(config, *, rngs: nnx.Rngs) -> LumiereModel:
+  """The model of `config.stage` from the full config (`configs/lumiere.py`)."""
+  return LumiereModel(config, rngs=rngs)

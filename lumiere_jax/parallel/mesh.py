@@ -1,0 +1,51 @@
+"""The device mesh named by `config.mesh` (axes `data`, `fsdp`, `tensor`).
+
+Axes are `AxisType.Auto`: shardings come from the logical rules and `jax.jit` in/out shardings, and the compiler
+propagates the rest (current `jax.make_mesh` would default to Explicit axes).
+"""
+
+import math
+
+import jax
+from jax.experimental import mesh_utils
+import numpy as np
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+# Axes a batch is split over (data parallelism, including FSDP's).
+BATCH_AXES = ('data', 'fsdp')
+
+
+def mesh_shape(mesh_config, num_devices: int) -> dict[str, int]:
+  """Axis sizes with the single -1 filled in; ValueError naming `mesh.<axis>` when they cannot match the devices."""
+  sizes = {axis: int(mesh_config[axis]) for axis in MESH_AXES}
+  for axis, size in sizes.items():
+    if size == 0 or size < -1:
+      raise ValueError(f'config.mesh.{axis}={size}: axis sizes must be positive or -1 (fill)')
+  free = [axis for axis, size in sizes.items() if size == -1]
+  if len(free) > 1:
+    raise ValueError(f'config.mesh: only one axis may be -1, got {free}')
+  known = math.prod(size for size in sizes.values() if size != -1)
+  if free:
+    if num_devices % known:
+      raise ValueError(f'config.mesh.{free[0]}=-1: {num_devices} devices are not divisible by the other axes '
+                       f'({known})')
+    sizes[free[0]] = num_devices // known
+  if math.prod(sizes.values()) != num_devices:
+    raise ValueError(f'config.mesh: axis sizes {sizes} multiply to {math.prod(sizes.values())}, '
+                     f'but there are {num_devices} devices')
+  return sizes
+
+
+def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
+  devices = jax.devices() if devices is None else devices
+  sizes = mesh_shape(mesh_config, len(devices))
+  shape = tuple(sizes[axis] for axis in MESH_AXES)
+  try:
+    grid = mesh_utils.create_device_mesh(shape, devices=devices)
+  except (ValueError, NotImplementedError, AssertionError):
+    grid = np.asarray(devices).reshape(shape)  # e.g. CPU or a device subset: plain order is as good as any
+  return jax.sharding.Mesh(grid, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES))
+
+
+def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
+  return math.prod(mesh.shape[axis] for axis in BATCH_AXES)

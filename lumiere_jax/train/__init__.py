@@ -1,0 +1,1 @@
+"""Training: state, step, checkpoints, metrics and the `lumiere-train` main."""

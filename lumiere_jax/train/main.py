@@ -1,0 +1,144 @@
+"""The linear training main behind `lumiere-train` (CLI: cli/train.py).
+
+Sections: config -> mesh -> input -> model and shardings -> state (fresh, from a t2i checkpoint, or resumed) ->
+compiled step -> loop (metrics, checkpoints, samples, SIGTERM) -> final checkpoint and samples. Rerunning the same
+command on the same workdir resumes exactly where the last committed checkpoint left off.
+"""
+
+import dataclasses
+import pathlib
+import signal
+import time
+
+import jax
+import numpy as np
+
+from lumiere_jax import config as config_lib
+from lumiere_jax import sample as sample_lib
+from lumiere_jax.data import pipeline
+from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
+from lumiere_jax.train import checkpoint, metrics as metrics_lib, state as state_lib, step as step_lib
+
+
+@dataclasses.dataclass
+class RunResult:
+  state: dict
+  data_iterator: object
+  preempted: bool
+  workdir: pathlib.Path
+
+
+class _Preemption:
+  """Turns SIGTERM into a flag the loop checks between steps (save, then exit 0)."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def restore(self):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None, devices=None) -> RunResult:
+  """Trains to `config.train.steps` (or stops early at `until_step`), resuming from `workdir` if it has checkpoints.
+
+  `devices` (default: all) are the devices the mesh is built from.
+  """
+  workdir = pathlib.Path(workdir)
+  # --- Config: every check before anything is built or compiled.
+  devices = jax.devices() if devices is None else list(devices)
+  config_lib.validate(config, num_devices=len(devices))
+  writer = metrics_lib.MetricWriter(workdir, config.train.steps)
+
+  # --- Mesh.
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  writer.text(f'mesh {dict(mesh.shape)} on {len(devices)} {devices[0].platform} devices, '
+              f'{jax.process_count()} processes')
+
+  # --- Input.
+  data_iterator = pipeline.make_train_iterator(config, process_index=jax.process_index(),
+                                               process_count=jax.process_count())
+
+  # --- Model and shardings.
+  setup = state_lib.TrainSetup.create(config, mesh)
+  report = sharding_lib.replication_report(setup.spec.shapes, setup.param_shardings)
+  sharding_lib.check_replication(report, mesh, config.mesh.max_replicated_fraction)
+  num_params = sum(int(np.prod(s.shape)) for s in setup.spec.shapes.values())
+  num_trainable = sum(int(np.prod(setup.spec.shapes[k].shape)) for k in setup.trainable)
+  writer.text(f'{config.stage} model: {num_params:,} parameters, {num_trainable:,} trainable '
+              f'({config.train.trainable}); replicated {report["replicated_fraction"]:.0%} of parameter bytes')
+
+  # --- State: resume, or start fresh (base: spatial weights from a t2i checkpoint).
+  checkpointer = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
+  start = checkpointer.latest_step()
+  if start is not None:
+    state = checkpointer.restore(start, setup.abstract_state(), data_iterator)
+    writer.text(f'resumed from step {start} in {checkpoint.checkpoint_dir(workdir)}')
+  else:
+    pretrained = None
+    if config.model.init_from:
+      _, from_step, pretrained = checkpoint.load_inference_params(config.model.init_from, mesh)
+      writer.text(f'spatial weights from {config.model.init_from} (step {from_step})')
+    state = setup.init(pretrained)
+    start = 0
+
+  # --- Step: compiled ahead of the loop, for its FLOP count.
+  first_batch = sharding_lib.global_batch(next(data_iterator), mesh)
+  compiled = step_lib.jit_train_step(setup).lower(state, first_batch).compile()
+  flops = metrics_lib.compiled_flops(compiled)
+  writer.text(f'train step: {flops / 1e9:.2f} GFLOPs per step (XLA cost analysis)')
+  sampler = sample_lib.make_sampler(setup.spec, config)
+
+  # --- Loop.
+  preemption = _Preemption()
+  step, batch, pending = start, first_batch, []
+  last_log, data_wait = time.monotonic(), 0.0
+  end = config.train.steps if until_step is None else min(until_step, config.train.steps)
+  try:
+    while step < end and not preemption.requested:
+      state, step_metrics = compiled(state, batch)
+      pending.append(step_metrics)
+      step += 1
+      if step % config.train.log_every == 0 or step == end:
+        now = time.monotonic()
+        scalars = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
+        scalars.update(steps_per_s=len(pending) / (now - last_log), data_wait=data_wait / (now - last_log),
+                       tflops_per_s=flops * len(pending) / (now - last_log) / 1e12,
+                       records_bad=data_iterator.stats['records_bad'])
+        writer.write(step, scalars, first_step=start)
+        pending, last_log, data_wait = [], now, 0.0
+      if step % config.train.checkpoint_every == 0:
+        checkpointer.save(step, state, data_iterator, config)
+      if config.sample.every_steps and step % config.sample.every_steps == 0:
+        _write_samples(setup, state, config, workdir, step, sampler, writer)
+      if step < end:
+        fetch_start = time.monotonic()
+        batch = sharding_lib.global_batch(next(data_iterator), mesh)
+        data_wait += time.monotonic() - fetch_start
+  finally:
+    preemption.restore()
+
+  # --- Final checkpoint and samples.
+  if checkpointer.latest_step() != step:
+    checkpointer.save(step, state, data_iterator, config, force=True)
+  checkpointer.wait()
+  checkpointer.close()
+  sampled_in_loop = config.sample.every_steps and step % config.sample.every_steps == 0
+  if preemption.requested:
+    writer.text(f'SIGTERM: saved step {step}, exiting')
+  elif step == config.train.steps and not sampled_in_loop:
+    _write_samples(setup, state, config, workdir, step, sampler, writer)
+  writer.close()
+  return RunResult(state, data_iterator, preemption.requested, workdir)
+
+
+def _write_samples(setup, state, config, workdir, step, sampler, writer):
+  prompts = list(config.sample.prompts)
+  videos = sample_lib.generate(setup.spec, state_lib.inference_params(state), config, prompts, sampler=sampler)
+  if jax.process_index() == 0:
+    paths = sample_lib.write_samples(videos, prompts, workdir / 'samples' / f'step_{step:07d}', config.sample.fps)
+    writer.text(f'samples at step {step}: {paths[0].parent}')
