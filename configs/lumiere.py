@@ -17,22 +17,26 @@ import ml_collections
 
 STAGES = ('t2i', 'base')
 
-# Per size: model shape, clip shape and batch. Widths of `paper` are our approximation (see module docstring).
+# Per size: model shape, clip shape, batch and steps per stage.
+# Widths of `paper` are our approximation (see the module docstring).
 SIZES = {
     'tiny': dict(
-        image_size=32, num_frames=16, channels=32, channel_mults=(1, 2, 2), num_res_blocks=1,
-        attention_resolutions=(8,), num_heads=2, norm_groups=8, temporal_attention_depth=1,
-        text_width=64, text_depth=2, text_heads=2, text_max_length=32, batch_size=16, steps=400,
+        image_size=16, num_frames=8, channels=16, channel_mults=(1, 2, 2), num_res_blocks=1,
+        attention_resolutions=(4,), num_heads=2, norm_groups=8, temporal_attention_depth=1,
+        text_width=64, text_depth=2, text_heads=2, text_max_length=32,
+        batch_size=8, steps=dict(t2i=1200, base=2400),
     ),
     'small': dict(
         image_size=64, num_frames=16, channels=64, channel_mults=(1, 2, 2, 4), num_res_blocks=2,
         attention_resolutions=(16, 8), num_heads=4, norm_groups=16, temporal_attention_depth=2,
-        text_width=256, text_depth=4, text_heads=4, text_max_length=64, batch_size=32, steps=20_000,
+        text_width=256, text_depth=4, text_heads=4, text_max_length=64,
+        batch_size=32, steps=dict(t2i=50_000, base=20_000),
     ),
     'paper': dict(
         image_size=128, num_frames=80, channels=256, channel_mults=(1, 2, 3, 4, 4), num_res_blocks=3,
         attention_resolutions=(32, 16, 8), num_heads=8, norm_groups=32, temporal_attention_depth=4,
-        text_width=1024, text_depth=12, text_heads=16, text_max_length=128, batch_size=256, steps=500_000,
+        text_width=1024, text_depth=12, text_heads=16, text_max_length=128,
+        batch_size=256, steps=dict(t2i=500_000, base=500_000),
     ),
 }
 
@@ -125,11 +129,12 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       max_bad_fraction=0.05,  # stop when more than this fraction of records read so far was bad; < 1
   ))
 
+  steps = size['steps'][args['stage']]
   c.train = ml_collections.ConfigDict(dict(
       batch_size=size['batch_size'],  # global, over all processes
-      steps=size['steps'],
+      steps=steps,
       learning_rate=2e-3 if args['size'] == 'tiny' else 1e-4,
-      warmup_steps=min(1000, size['steps'] // 10),
+      warmup_steps=min(1000, steps // 10),
       weight_decay=0.0,
       grad_clip=1.0,
       ema_decay=0.999 if args['size'] != 'tiny' else 0.99,

@@ -14,7 +14,7 @@ import pathlib
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from lumiere_jax import config as config_lib
 from lumiere_jax import sample as sample_lib
@@ -33,6 +33,7 @@ def stage_config(stage: str, steps: int | None, **model_overrides):
     config.train.steps = steps
     config.train.warmup_steps = min(config.train.warmup_steps, steps)
   config.model.update(model_overrides)
+  config.data.num_workers = 1  # decode in a worker process while the step runs
   config.lock()
   return config
 
@@ -58,6 +59,7 @@ def caption_agreement(videos: np.ndarray, wanted: list[dict]) -> dict[str, float
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)
   workdir = pathlib.Path(_WORKDIR.value)
   t2i = stage_config('t2i', _T2I_STEPS.value)
   print(f'== 1/3 t2i: spatial U-Net on single frames ({t2i.train.steps} steps) -> {workdir / "t2i"}', flush=True)

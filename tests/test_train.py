@@ -19,7 +19,8 @@ def data_dir(tmp_path_factory):
 def _batch(config, seed=0):
   rng = np.random.default_rng(seed)
   b, s, t = config.train.batch_size, config.model.image_size, config.model.num_frames
-  tokens, mask = tokenizers.build_tokenizer(config.text).encode(['a red circle moving left', 'a blue square'] * (b // 2))
+  captions = ['a red circle moving left', 'a blue square'] * (b // 2)
+  tokens, mask = tokenizers.build_tokenizer(config.text).encode(captions)
   return dict(video=rng.uniform(-1, 1, (b, t, s, s, 3)).astype(np.float32), tokens=tokens, token_mask=mask)
 
 

@@ -69,8 +69,9 @@ def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None,
   sharding_lib.check_replication(report, mesh, config.mesh.max_replicated_fraction)
   num_params = sum(int(np.prod(s.shape)) for s in setup.spec.shapes.values())
   num_trainable = sum(int(np.prod(setup.spec.shapes[k].shape)) for k in setup.trainable)
+  replicated = f'; {report["replicated_fraction"]:.0%} of parameter bytes replicated' if mesh.size > 1 else ''
   writer.text(f'{config.stage} model: {num_params:,} parameters, {num_trainable:,} trainable '
-              f'({config.train.trainable}); replicated {report["replicated_fraction"]:.0%} of parameter bytes')
+              f'({config.train.trainable}){replicated}')
 
   # --- State: resume, or start fresh (base: spatial weights from a t2i checkpoint).
   checkpointer = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
