@@ -119,11 +119,25 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   ))
 
   c.data = ml_collections.ConfigDict(dict(
-      source='synthetic',  # 'synthetic' (procedural moving shapes, built on first use) or a glob of ArrayRecord shards
+      # 'synthetic' (procedural moving shapes, built on first use), a glob of ArrayRecord shards in our schema, or
+      # 'tfds:name/config' (a TFDS dataset prepared in array_record format).
+      source='synthetic',
       # Where the synthetic set is written; '' = $LUMIERE_DATA_DIR or ~/.cache/lumiere_jax.
       synthetic_dir='',
       synthetic_clips=2048,
+      # TFDS sources: split, data_dir ('' = TFDS's default) and which features hold the clip (encoded video bytes
+      # or uint8 frames), the caption and the frame rate (data.tfds_fps when the dataset has no such feature).
+      tfds_split='train',
+      tfds_data_dir='',
+      tfds_video_key='video',
+      tfds_caption_key='caption',
+      tfds_fps_key='fps',
+      tfds_fps=0.0,
       fps=16,  # clips are resampled to this frame rate
+      short_clips='skip',  # a source shorter than the clip: 'skip' (bad record), 'loop' or 'pad' (repeat the last frame)
+      crop='random',  # training crop of the shortest-side square: 'random' or 'center' (evaluation: always centre)
+      # Records carry precomputed caption embeddings (`text_emb`, e.g. T5 outputs): use them, skip the text encoder.
+      text_embeddings=False,
       shuffle_seed=0,
       num_workers=0,  # grain worker processes; 0 decodes in the main process
       max_bad_fraction=0.05,  # stop when more than this fraction of records read so far was bad; < 1

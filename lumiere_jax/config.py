@@ -13,6 +13,7 @@ import pathlib
 import jax
 import ml_collections
 
+from lumiere_jax.data.transforms import CROPS, SHORT_CLIP_POLICIES
 from lumiere_jax.models.stunet import temporal_downsample_factor
 from lumiere_jax.parallel import mesh as mesh_lib
 
@@ -106,6 +107,9 @@ def _range_errors(config):
       ('data.fps', data.fps > 0, 'must be > 0'),
       ('data.synthetic_clips', data.synthetic_clips >= 1, 'must be >= 1'),
       ('data.num_workers', data.num_workers >= 0, 'must be >= 0'),
+      ('data.short_clips', data.short_clips in SHORT_CLIP_POLICIES, f'must be one of {SHORT_CLIP_POLICIES}'),
+      ('data.crop', data.crop in CROPS, f'must be one of {CROPS}'),
+      ('data.tfds_fps', data.tfds_fps >= 0, 'must be >= 0 (0: read it from data.tfds_fps_key)'),
       ('data.max_bad_fraction', 0 <= data.max_bad_fraction < 1,
        'must be in [0, 1) (1 would loop forever on all-bad data)'),
       ('train.batch_size', t.batch_size >= 1, 'must be >= 1'),

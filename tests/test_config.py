@@ -46,6 +46,8 @@ def test_paper_size_is_the_published_shape():
     (dict(train__ema_decay=1.0), 'train.ema_decay'),
     (dict(train__warmup_steps=10_000), 'train.warmup_steps'),
     (dict(data__max_bad_fraction=2.0), 'data.max_bad_fraction'),
+    (dict(data__short_clips='stretch'), 'data.short_clips'),
+    (dict(data__crop='left'), 'data.crop'),
     (dict(diffusion__logsnr_max=-20.0), 'diffusion.logsnr_max'),
     (dict(train__batch_size=6), 'train.batch_size'),  # 8 devices on the data axis
     (dict(mesh__data=3), 'config.mesh'),  # 3 does not fill 8 devices

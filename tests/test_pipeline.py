@@ -116,6 +116,17 @@ def test_processes_read_disjoint_halves(data_dir):
     pipeline.make_train_iterator(config, process_count=3)
 
 
+@pytest.mark.parametrize('process_count', [2, 3])
+def test_process_slices_are_equal_and_drop_only_the_remainder(data_dir, process_count):
+  config = make_config(data_dir)
+  with config.unlocked():
+    config.data.synthetic_clips = 34
+  slices = [pipeline.read_keys(config, process_index=i, process_count=process_count) for i in range(process_count)]
+  assert {len(keys) for keys in slices} == {34 // process_count}
+  union = set().union(*slices)
+  assert len(union) == sum(map(len, slices)) == 34 - 34 % process_count  # disjoint, the remainder dropped
+
+
 def test_unmatched_source_names_the_field(tmp_path):
   with pytest.raises(ValueError, match='data.source'):
     pipeline.make_train_iterator(make_config(tmp_path, source=str(tmp_path / 'none-*.array_record')))
@@ -132,7 +143,7 @@ def _record(rng, **overrides) -> bytes:
 def mixed_source(tmp_path_factory):
   """24 good records and 8 bad ones (BAD_REASONS), interleaved; returns the shard glob."""
   rng = np.random.default_rng(0)
-  short = video.encode_mp4(synthetic.make_clip(rng, 32, 2)[0], 16)  # 4 frames; 8 are needed
+  short = video.encode_mp4(synthetic.make_clip(rng, 32, 2)[0], 16)  # 3 frames; 8 are needed
   mp4 = video.encode_mp4(synthetic.make_clip(rng, 32, 8)[0], 16)
   missing_caption = records.decode_record(_record(rng))
   del missing_caption['caption']
@@ -140,8 +151,8 @@ def mixed_source(tmp_path_factory):
       _record(rng, video=b'not a video' * 10),
       _record(rng, video=mp4[:len(mp4) // 2]),
       b'',
-      _record(rng, video=short, num_frames=4),
-      _record(rng, video=short),  # declares 16 frames, holds 4
+      _record(rng, video=short, num_frames=3),
+      _record(rng, video=short),  # declares 10 frames, holds 3
       msgpack.packb(missing_caption),
       _record(rng, caption=''),
       b'\xc1 not msgpack',

@@ -78,10 +78,12 @@ def test_temporal_blocks_start_as_identity():
   video = np.random.default_rng(0).standard_normal((2, 4, 3, 3, 32)).astype(np.float32)
   emb = np.random.default_rng(1).standard_normal((8, 64)).astype(np.float32)
   conv = stunet.ConvInflation(32, 64, groups=4, dtype=jnp.float32, rngs=init_rngs())
-  attn = stunet.TemporalAttention(32, 64, num_heads=2, dtype=jnp.float32, rngs=init_rngs())
-  apply = nnx.jit(lambda block, x, e: block(x, e, frames=4))
-  for block in (conv, attn):
-    np.testing.assert_array_equal(apply(block, _to_spatial_layout(video), emb), _to_spatial_layout(video))
+  attn = stunet.TemporalAttention(32, 64, 16, num_heads=2, dtype=jnp.float32, rngs=init_rngs())
+  text = np.random.default_rng(2).standard_normal((2, 5, 16)).astype(np.float32)
+  text_mask = np.arange(5)[None] < np.array([[3], [5]])
+  apply = nnx.jit(lambda block, x, e, *text: block(x, e, *text, frames=4))
+  for block, extra in ((conv, ()), (attn, (text, text_mask))):
+    np.testing.assert_array_equal(apply(block, _to_spatial_layout(video), emb, *extra), _to_spatial_layout(video))
 
 
 def test_gradients_reach_temporal_parameters():

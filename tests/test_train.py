@@ -108,3 +108,20 @@ def test_init_from_a_mismatched_checkpoint_names_the_problem(data_dir, tmp_path)
   config = micro_config(data_dir=data_dir, **{'model.init_from': str(tmp_path / 't2i')})
   with pytest.raises(ValueError, match='init_from'):
     _train(config, tmp_path / 'base')
+
+
+def test_precomputed_text_embeddings_give_the_encoders_loss(data_dir):
+  config = micro_config(data_dir=data_dir)
+  setup = state_lib.TrainSetup.create(config, mesh_lib.make_mesh(config.mesh, jax.devices()[:1]))
+  state = setup.init()
+  # Zero-initialised output projections make a fresh model ignore the caption: perturb every weight first.
+  params, frozen = jax.tree.map(lambda p: p + 0.05 * np.random.default_rng(p.size).standard_normal(p.shape),
+                                (state['params'], state['frozen']))
+  batch = _batch(config)
+  model = setup.spec.merge({**params, **frozen})
+  precomputed = dict(video=batch['video'], token_mask=batch['token_mask'],
+                     text_emb=np.asarray(model.encode_text(batch['tokens'], batch['token_mask'])))
+  loss = jax.jit(lambda b: step_lib.loss_and_metrics(setup, params, frozen, b, jax.random.PRNGKey(5))[0])
+  assert float(loss(precomputed)) == pytest.approx(float(loss(batch)), rel=1e-6)
+  precomputed['text_emb'] = precomputed['text_emb'][::-1]  # other captions' embeddings: another loss
+  assert float(loss(precomputed)) != pytest.approx(float(loss(batch)), rel=1e-4)

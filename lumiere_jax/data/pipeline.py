@@ -1,27 +1,25 @@
-"""The grain input pipeline: ArrayRecord clips -> checkpointable batches of normalised video and tokens.
+"""The grain input pipeline: source elements -> checkpointable batches of normalised video and captions.
 
-Per process: source -> records [process_index::process_count] -> shuffle -> repeat (reshuffled each epoch) ->
-`ClipTransform` (decode, temporal sampling at `data.fps`, resize/crop, normalise, tokenize; a random window seeded by
-element index, so resume is exact) -> thread prefetch -> optional worker processes -> `BatchIterator` in the main
-process, which drops bad records, counts them, stops the job above `data.max_bad_fraction`, and batches.
+Per process: source (`sources.py`) -> elements [process_index::process_count] -> shuffle -> repeat (reshuffled each
+epoch) -> `ClipTransform` (parse, decode, temporal sampling at `data.fps`, square crop and resize, normalise,
+tokenize; a random window and crop seeded by element index, so resume is exact) -> thread prefetch -> optional
+worker processes -> `BatchIterator` in the main process, which drops bad records, counts them, stops the job above
+`data.max_bad_fraction`, and batches.
 
-Batches are dicts of NumPy arrays: `video` float32 (b, T, H, W, 3) in [-1, 1], `tokens` int32 (b, L),
+Batches are dicts of NumPy arrays: `video` float32 (b, T, H, W, 3) in [-1, 1], `tokens` int32 (b, L) and
 `token_mask` bool (b, L), with b = train.batch_size // process_count and T = 1 for the t2i stage (one random frame
-per clip), model.num_frames otherwise.
+per clip), model.num_frames otherwise. With `data.text_embeddings`, `text_emb` float32 (b, L, D) (the records'
+precomputed encoder outputs, zero-padded) replaces `tokens` and the text encoder is not run.
 """
 
 import collections
+from collections.abc import Callable
 import dataclasses
-import glob
-import os
 
 import grain
 import numpy as np
 
-from lumiere_jax.data import records, synthetic, tokenizers, transforms, video
-
-DEFAULT_DATA_DIR = '~/.cache/lumiere_jax'
-
+from lumiere_jax.data import records, sources, tokenizers, transforms, video
 
 class BadDataError(RuntimeError):
   """Too large a fraction of the records read was bad (see `data.max_bad_fraction`)."""
@@ -29,30 +27,51 @@ class BadDataError(RuntimeError):
 
 @dataclasses.dataclass(frozen=True)
 class ClipTransform(grain.transforms.RandomMap):
-  """Record bytes -> model-ready example, or a marker `{'bad': reason, 'error': message}` for a bad record."""
+  """Source element -> model-ready example, or a marker `{'bad': reason, 'error': message}` for a bad record.
 
+  Training takes a random start and crop (`crop='random'`); evaluation (`train=False`) the first frames and the
+  centre. With `text_width` set, the record's precomputed caption embeddings replace the tokens.
+  """
+
+  parse: Callable[[object], dict]
   image_size: int
   num_frames: int
   fps: float
   tokenizer: tokenizers.ByteTokenizer
   train: bool
+  crop: str = 'center'
+  short_clips: str = 'skip'
+  text_width: int = 0
 
-  def random_map(self, element: bytes, rng: np.random.Generator) -> dict:
+  def random_map(self, element, rng: np.random.Generator) -> dict:
     try:
-      return self._example(element, rng if self.train else None)
+      return self._example(self.parse(element), rng if self.train else None)
     except records.BadRecordError as e:
       return {'bad': e.reason, 'error': str(e)}
 
-  def _example(self, data: bytes, rng: np.random.Generator | None) -> dict:
-    record = records.decode_record(data)
-    indices = transforms.frame_indices(record['num_frames'], record['fps'], self.fps, self.num_frames, rng)
-    frames, _ = video.decode_video(record['video'], max_frames=int(indices[-1]) + 1)
-    if len(frames) <= indices[-1]:
-      raise records.BadRecordError('too short', f'decoded {len(frames)} of the {record["num_frames"]} frames the '
-                                                f'record declares; frame {indices[-1]} needed')
-    clip = transforms.normalize(transforms.resize_crop(frames[indices], self.image_size))
-    tokens, mask = self.tokenizer.encode([record['caption']])
-    return {'video': clip, 'tokens': tokens[0], 'token_mask': mask[0]}
+  def _frames(self, record: dict, rng: np.random.Generator | None) -> np.ndarray:
+    """The clip's uint8 frames at `fps`, decoding only as far as the last one needs."""
+    clip, fps = record['video'], record['fps']
+    if isinstance(clip, bytes) and record['num_frames']:
+      targets = transforms.target_times(record['num_frames'], fps, self.fps, self.num_frames, rng)
+      frames, times = video.decode_timed(clip, until=targets[-1])
+    else:  # decoded frames, or a video whose length is known only once decoded
+      frames, times = (clip, np.arange(len(clip)) / fps) if isinstance(clip, np.ndarray) else video.decode_timed(clip)
+      targets = transforms.target_times(len(frames), fps, self.fps, self.num_frames, rng)
+    return frames[transforms.nearest_frames(times, targets, self.short_clips)]
+
+  def _example(self, record: dict, rng: np.random.Generator | None) -> dict:
+    frames = transforms.crop_square(self._frames(record, rng), rng if self.crop == 'random' else None)
+    example = {'video': transforms.normalize(transforms.resize_square(frames, self.image_size))}
+    if self.text_width:
+      emb = records.text_embedding(record, self.text_width, self.tokenizer.max_length)
+      example['text_emb'] = np.zeros((self.tokenizer.max_length, self.text_width), np.float32)
+      example['text_emb'][:len(emb)] = emb
+      example['token_mask'] = np.arange(self.tokenizer.max_length) < len(emb)
+    else:
+      tokens, mask = self.tokenizer.encode([record['caption']])
+      example.update(tokens=tokens[0], token_mask=mask[0])
+    return example
 
 
 class BatchIterator(grain.DatasetIterator):
@@ -104,21 +123,6 @@ class BatchIterator(grain.DatasetIterator):
     self._example = state['bad_example']
 
 
-def source_paths(config) -> list[str]:
-  """ArrayRecord shards named by `data.source`; the synthetic set is built on first use."""
-  if config.data.source == 'synthetic':
-    directory = config.data.synthetic_dir or os.environ.get('LUMIERE_DATA_DIR') or DEFAULT_DATA_DIR
-    # Independent of the stage: t2i and base read the same files.
-    return synthetic.ensure_synthetic_dataset(
-        directory, num_clips=config.data.synthetic_clips, image_size=config.model.image_size,
-        num_frames=config.model.num_frames, fps=config.data.fps)
-  paths = sorted(glob.glob(os.path.expanduser(config.data.source)))
-  if not paths:
-    raise ValueError(f'data.source={config.data.source!r}: no file matches (expected "synthetic" or a glob of '
-                     'ArrayRecord shards)')
-  return paths
-
-
 def local_batch_size(config, process_count: int) -> int:
   """This process's share of `train.batch_size`."""
   if config.train.batch_size % process_count:
@@ -126,19 +130,28 @@ def local_batch_size(config, process_count: int) -> int:
   return config.train.batch_size // process_count
 
 
-def _records(config, process_index: int, process_count: int, train: bool) -> grain.MapDataset:
-  """This process's records (raw bytes), shuffled in training."""
-  ds = grain.MapDataset.source(grain.sources.ArrayRecordDataSource(source_paths(config)))
-  ds = ds[process_index::process_count]
-  return ds.shuffle(seed=config.data.shuffle_seed) if train else ds
+def _records(config, process_index: int, process_count: int, train: bool):
+  """This process's source elements (shuffled in training) and the parser of one into a record dict.
+
+  Process i reads elements i, i + P, i + 2P, ... of the first N - (N mod P): the processes' slices are disjoint,
+  equally long (so their epochs stay in step) and together the whole source but for at most P - 1 elements.
+  """
+  source, parse = sources.make_source(config)
+  usable = len(source) - len(source) % process_count
+  if not usable:
+    raise ValueError(f'data.source={config.data.source!r} has {len(source)} elements, fewer than the '
+                     f'{process_count} processes reading it')
+  ds = grain.MapDataset.source(source)[:usable][process_index::process_count]
+  return (ds.shuffle(seed=config.data.shuffle_seed) if train else ds), parse
 
 
 def read_keys(config, *, process_index: int = 0, process_count: int = 1) -> list[str]:
   """Keys of this process's records in first training epoch order (for sharding checks; skips unparsable ones)."""
+  ds, parse = _records(config, process_index, process_count, train=True)
   keys = []
-  for data in _records(config, process_index, process_count, train=True):
+  for element in ds:
     try:
-      keys.append(records.decode_record(data)['key'])
+      keys.append(parse(element)['key'])
     except records.BadRecordError:
       pass
   return keys
@@ -148,12 +161,14 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
                         train: bool = True) -> BatchIterator:
   """This process's batch iterator; `train=False` reads each record once, in order, from its first frame."""
   batch_size = local_batch_size(config, process_count)
-  ds = _records(config, process_index, process_count, train)
+  ds, parse = _records(config, process_index, process_count, train)
   if train:
     ds = ds.repeat()
   transform = ClipTransform(
-      image_size=config.model.image_size, num_frames=1 if config.stage == 't2i' else config.model.num_frames,
-      fps=config.data.fps, tokenizer=tokenizers.build_tokenizer(config.text), train=train)
+      parse=parse, image_size=config.model.image_size,
+      num_frames=1 if config.stage == 't2i' else config.model.num_frames, fps=config.data.fps,
+      tokenizer=tokenizers.build_tokenizer(config.text), train=train, crop=config.data.crop if train else 'center',
+      short_clips=config.data.short_clips, text_width=config.text.width if config.data.text_embeddings else 0)
   ds = ds.random_map(transform, seed=config.data.shuffle_seed)
   # Decoding threads per process; the buffer holds about a batch so large clips do not pile up in memory.
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=batch_size))

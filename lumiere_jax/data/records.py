@@ -12,6 +12,14 @@ Each record is a msgpack map:
 | `height`     | int   | frame height in pixels                                           |
 | `width`      | int   | frame width in pixels                                            |
 
+Optional fields, validated when present:
+
+| field          | type  | meaning                                                                  |
+|----------------|-------|--------------------------------------------------------------------------|
+| `text_emb`     | bytes | precomputed caption embeddings: float16, little-endian, row-major (n, D), |
+|                |       | one row per valid token (n <= text.max_length; the mask is the n rows)   |
+| `text_emb_dim` | int   | D, the text encoder's width                                              |
+
 Shards are `{prefix}-{i:05d}-of-{n:05d}.array_record`, written with `group_size:1` (cheap random access for the
 grain shuffle); record `j` of the input goes to shard `j % n`.
 """
@@ -22,6 +30,7 @@ import pathlib
 
 from array_record.python import array_record_module
 import msgpack
+import numpy as np
 
 # Field name -> accepted Python types after msgpack decoding (bool is rejected separately: it is an int subclass).
 SCHEMA = {
@@ -33,6 +42,11 @@ SCHEMA = {
     'height': (int,),
     'width': (int,),
 }
+OPTIONAL = {
+    'text_emb': (bytes,),
+    'text_emb_dim': (int,),
+}
+TEXT_EMB_DTYPE = np.dtype('<f2')
 
 
 class BadRecordError(ValueError):
@@ -45,10 +59,31 @@ class BadRecordError(ValueError):
 
 
 def encode_record(*, key: str, caption: str, video: bytes, fps: float, num_frames: int, height: int,
-                  width: int) -> bytes:
-  """Serialises one clip to the msgpack record above."""
-  return msgpack.packb(dict(key=key, caption=caption, video=video, fps=float(fps), num_frames=int(num_frames),
-                            height=int(height), width=int(width)), use_bin_type=True)
+                  width: int, text_emb: np.ndarray | None = None) -> bytes:
+  """Serialises one clip to the msgpack record above; `text_emb` (n, D) holds the valid tokens' embeddings."""
+  record = dict(key=key, caption=caption, video=video, fps=float(fps), num_frames=int(num_frames),
+                height=int(height), width=int(width))
+  if text_emb is not None:
+    text_emb = np.asarray(text_emb)
+    if text_emb.ndim != 2:
+      raise ValueError(f'text_emb must be (tokens, width), got shape {text_emb.shape}')
+    record.update(text_emb=text_emb.astype(TEXT_EMB_DTYPE).tobytes(), text_emb_dim=text_emb.shape[1])
+  return msgpack.packb(record, use_bin_type=True)
+
+
+def text_embedding(record: dict, width: int, max_length: int) -> np.ndarray:
+  """The record's precomputed caption embeddings as float32 (n, width); `BadRecordError` if absent or malformed."""
+  if 'text_emb' not in record:
+    raise BadRecordError('missing field', 'text_emb (data.text_embeddings is on)')
+  if record['text_emb_dim'] != width:
+    raise BadRecordError('bad field', f'text_emb_dim={record["text_emb_dim"]}, the text width is {width}')
+  data = record['text_emb']
+  if len(data) % (width * TEXT_EMB_DTYPE.itemsize):
+    raise BadRecordError('bad field', f'text_emb has {len(data)} bytes, not a whole number of {width}-wide rows')
+  emb = np.frombuffer(data, TEXT_EMB_DTYPE).reshape(-1, width)
+  if len(emb) > max_length:
+    raise BadRecordError('bad field', f'text_emb has {len(emb)} tokens, more than text.max_length={max_length}')
+  return emb.astype(np.float32)
 
 
 def decode_record(data: bytes) -> dict:
@@ -66,6 +101,11 @@ def decode_record(data: bytes) -> dict:
   for field, types in SCHEMA.items():
     if field not in record:
       raise BadRecordError('missing field', field)
+  if ('text_emb' in record) != ('text_emb_dim' in record):
+    raise BadRecordError('missing field', 'text_emb and text_emb_dim come together')
+  for field, types in {**SCHEMA, **OPTIONAL}.items():
+    if field not in record:
+      continue
     value = record[field]
     if isinstance(value, bool) or not isinstance(value, types):
       raise BadRecordError('bad field', f'{field} is {type(value).__name__}')

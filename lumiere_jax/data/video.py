@@ -6,7 +6,6 @@ tiny clips ~5x slower.
 
 import fractions
 import io
-import itertools
 import os
 import pathlib
 
@@ -47,6 +46,22 @@ def decode_video(data: bytes, max_frames: int | None = None) -> tuple[np.ndarray
   Stops after `max_frames` frames when given (callers that need a prefix skip decoding the rest). Raises
   `BadRecordError` for empty or undecodable data, a file without a video stream, or one without frames.
   """
+  frames, _, fps = _decode(data, lambda count, _: max_frames is not None and count >= max_frames)
+  return frames, fps
+
+
+def decode_timed(data: bytes, until: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Video file bytes -> (uint8 frames (T, H, W, 3), float64 times (T,) in seconds from the first frame).
+
+  With `until`, decoding stops at the first frame shown after that time, so the frame nearest to any time up to
+  `until` is among those returned. Frames without a timestamp are placed at the stream's average rate.
+  """
+  frames, times, _ = _decode(data, lambda _, time: until is not None and time > until)
+  return frames, times
+
+
+def _decode(data: bytes, stop) -> tuple[np.ndarray, np.ndarray, float]:
+  """Frames, their times and the stream's fps; decoding ends after the frame for which `stop(count, time)`."""
   if not data:
     raise BadRecordError('empty video')
   try:
@@ -58,15 +73,20 @@ def decode_video(data: bytes, max_frames: int | None = None) -> tuple[np.ndarray
       raise BadRecordError('no video stream')
     stream = container.streams.video[0]
     fps = float(stream.average_rate or stream.guessed_rate or 0)
+    frames, times = [], []
     try:
-      decoded = itertools.islice(container.decode(stream), max_frames)
-      frames = [frame.to_ndarray(format='rgb24') for frame in decoded]
-      frames = np.stack(frames) if frames else None
+      for frame in container.decode(stream):
+        frames.append(frame.to_ndarray(format='rgb24'))
+        times.append(frame.time if frame.time is not None else len(times) / (fps or 1.0))
+        if stop(len(frames), times[-1] - times[0]):
+          break
     except (av.error.FFmpegError, ValueError, EOFError) as e:
       raise BadRecordError('undecodable video', str(e)) from e
-  if frames is None:
+  if not frames:
     raise BadRecordError('empty video', 'no frames decoded')
-  return frames, fps
+  order = np.argsort(times, kind='stable')  # presentation order, should a container list frames out of it
+  times = np.asarray(times, np.float64)[order]
+  return np.stack(frames)[order], times - times[0], fps
 
 
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:

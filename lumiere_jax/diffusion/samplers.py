@@ -1,6 +1,7 @@
 """DDIM and ancestral samplers for continuous-time VP diffusion with a v-prediction model.
 
-Both walk a uniform time grid t_i = 1 - i / steps from pure noise (t = 1) to data (t = 0). Each step predicts x0,
+Both walk a uniform time grid t_i = t_start (1 - i / steps) to data (t = 0), from pure noise (t_start = 1) or, for
+SDEdit, from a noised input (t_start = the edit strength). Each step predicts x0,
 clips it, recomputes eps from the clipped x0, and moves z from time t to s < t. With
 r = 1 - SNR_t / SNR_s = sigma_ts**2 / sigma_t**2 (computed as -expm1 of the log-SNR gap, exact for small steps):
   ddim:      z_s = alpha_s x0 + sqrt(sigma_s**2 - c**2) eps + c noise, c = eta sigma_s sqrt(r)
@@ -52,12 +53,13 @@ def _ancestral_step(z, x0, logsnr_t, logsnr_s, noise):
   return mean + sigma_s * jnp.sqrt(r) * noise
 
 
-def sample(denoise_fn, noise, *, schedule, steps, sampler='ddim', eta=0.0, rng=None, dynamic_threshold=0.0):
+def sample(denoise_fn, noise, *, schedule, steps, sampler='ddim', eta=0.0, rng=None, dynamic_threshold=0.0,
+           t_start=1.0):
   """Denoises `noise` (B, ...) into data in `steps` steps; float32 throughout.
 
   Args:
     denoise_fn: (z (B, ...), logsnr (B,)) -> v, e.g. from `guidance.classifier_free_guidance`.
-    noise: standard normal (B, ...), the sample at t = 1.
+    noise: the sample at t = t_start: standard normal for t_start = 1, a noised input for SDEdit.
     schedule: a `schedules.Schedule`.
     steps: number of model calls (`sample.steps`).
     sampler: 'ddim' or 'ancestral' (`sample.sampler`).
@@ -65,18 +67,21 @@ def sample(denoise_fn, noise, *, schedule, steps, sampler='ddim', eta=0.0, rng=N
     rng: PRNG key for the step noise (step i uses fold_in(rng, i)); required when the sampler is stochastic.
     dynamic_threshold: percentile in (0, 1) for `guidance.dynamic_threshold`; 0 clips x0 to [-1, 1]
       (`sample.dynamic_threshold`).
+    t_start: where the walk starts, in (0, 1]; the grid is t_start * (1 - i / steps) (SDEdit's strength).
 
   Returns:
     The x0 estimate of the last step, (B, ...).
   """
   _check_args(sampler, steps, eta, rng, dynamic_threshold)
+  if not 0.0 < t_start <= 1.0:
+    raise ValueError(f't_start must be in (0, 1], got {t_start}')
   stochastic = sampler == 'ancestral' or eta > 0
   z = jnp.asarray(noise, jnp.float32)
   batch = z.shape[0]
 
   def step(i, z):
-    logsnr_t = jnp.full((batch,), schedule.logsnr(1.0 - i / steps), jnp.float32)
-    logsnr_s = jnp.full((batch,), schedule.logsnr(1.0 - (i + 1) / steps), jnp.float32)
+    logsnr_t = jnp.full((batch,), schedule.logsnr(t_start * (1.0 - i / steps)), jnp.float32)
+    logsnr_s = jnp.full((batch,), schedule.logsnr(t_start * (1.0 - (i + 1) / steps)), jnp.float32)
     x0 = losses.x0_from_v(z, denoise_fn(z, logsnr_t).astype(jnp.float32), logsnr_t)
     x0 = guidance.dynamic_threshold(x0, dynamic_threshold) if dynamic_threshold else jnp.clip(x0, -1.0, 1.0)
     step_noise = jax.random.normal(jax.random.fold_in(rng, i), z.shape, z.dtype) if stochastic else None

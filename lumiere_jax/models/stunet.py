@@ -76,20 +76,32 @@ class ConvInflation(nnx.Module):
 
 
 class TemporalAttention(nnx.Module):
-  """x + proj(attn(FiLM(norm(x)) + sinusoidal frame position)) over the frames of each pixel; proj zero-initialised
-  (it is the attention's output projection)."""
+  """Temporal self-attention, then cross-attention to the caption; both residual with zero-initialised outputs.
 
-  def __init__(self, features: int, emb_features: int, *, num_heads: int, dtype, rngs: nnx.Rngs):
+  Self-attention runs over the frames of each pixel: x + attn(FiLM(norm(x)) + sinusoidal frame position). The
+  cross-attention is our addition (the paper does not say): the spatial layers that read the caption are frozen and
+  were trained on single frames, where words about motion carry no signal, so the trainable temporal stack needs its
+  own view of the caption to follow "moving left" rather than some motion.
+  """
+
+  def __init__(self, features: int, emb_features: int, text_features: int, *, num_heads: int, dtype,
+               rngs: nnx.Rngs):
     self.norm = layers.layer_norm(features, dtype=dtype, rngs=rngs)
     self.film = layers.dense(emb_features, 2 * features, dtype=dtype, rngs=rngs)
     self.attn = layers.Attention(features, features, num_heads, dtype=dtype, rngs=rngs, zero_out=True)
+    self.cross_norm = layers.layer_norm(features, dtype=dtype, rngs=rngs)
+    self.cross_attn = layers.Attention(features, text_features, num_heads, dtype=dtype, rngs=rngs, zero_out=True)
 
-  def __call__(self, x: jax.Array, emb: jax.Array, *, frames: int) -> jax.Array:
-    """x (B*T, H, W, C), emb (B*T, E)."""
+  def __call__(self, x: jax.Array, emb: jax.Array, text: jax.Array, text_mask: jax.Array, *,
+               frames: int) -> jax.Array:
+    """x (B*T, H, W, C), emb (B*T, E); text (B, L, D) and text_mask (B, L) per clip."""
     h = layers.film(self.norm(x), self.film(nnx.silu(emb)))
 
     def attend(y):
       y = y + layers.sinusoidal(jnp.arange(frames), y.shape[-1]).astype(y.dtype)
       return self.attn(y, y)
 
-    return x + over_time(attend, h, frames)
+    x = x + over_time(attend, h, frames)
+    n, height, width, c = x.shape
+    query = self.cross_norm(x).reshape(n // frames, frames * height * width, c)  # every position of a clip
+    return x + self.cross_attn(query, text, text_mask).reshape(x.shape)

@@ -87,8 +87,8 @@ class Layer(nnx.Module):
     blocks = dict(
         conv=lambda: stunet.ConvInflation(features, emb_features, groups=m.norm_groups, dtype=dtype,
                                           rngs=temporal_rngs),
-        attention=lambda: stunet.TemporalAttention(features, emb_features, num_heads=m.num_heads, dtype=dtype,
-                                                   rngs=temporal_rngs))
+        attention=lambda: stunet.TemporalAttention(features, emb_features, text_features, num_heads=m.num_heads,
+                                                   dtype=dtype, rngs=temporal_rngs))
     self.temporal = nnx.List([blocks[kind]() for kind in temporal])
 
   def __call__(self, x: jax.Array, cond: Cond) -> jax.Array:
@@ -96,7 +96,8 @@ class Layer(nnx.Module):
     if self.attn is not None:
       x = layers.checkpoint(self.remat, self.attn, x, cond.text, cond.text_mask, frames=cond.frames)
     for block in self.temporal:
-      x = layers.checkpoint(self.remat, block, x, cond.emb, frames=cond.frames)
+      text = (cond.text, cond.text_mask) if isinstance(block, stunet.TemporalAttention) else ()
+      x = layers.checkpoint(self.remat, block, x, cond.emb, *text, frames=cond.frames)
     return x
 
 

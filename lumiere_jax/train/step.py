@@ -12,9 +12,6 @@ from lumiere_jax.parallel import sharding as sharding_lib
 from lumiere_jax.train import optim
 from lumiere_jax.train.state import TrainSetup
 
-BATCH_KEYS = ('video', 'tokens', 'token_mask')
-
-
 def drop_text(text_emb, text_mask, keep):
   """Replaces the captions where `keep` is False by the empty caption (zero embeddings, nothing attended)."""
   mask = text_mask & keep[:, None]
@@ -27,7 +24,8 @@ def loss_and_metrics(setup: TrainSetup, params, frozen, batch, rng):
   rng_text, rng_noise, rng_dropout = jax.random.split(rng, 3)
   model = setup.spec.merge({**params, **frozen})
   rngs = nnx.Rngs(dropout=rng_dropout) if config.model.dropout > 0 else None
-  text_emb = model.encode_text(batch['tokens'], batch['token_mask'])
+  # Precomputed caption embeddings (data.text_embeddings) stand in for the encoder's output.
+  text_emb = batch['text_emb'] if 'text_emb' in batch else model.encode_text(batch['tokens'], batch['token_mask'])
   keep = jax.random.bernoulli(rng_text, 1.0 - config.diffusion.text_dropout, (text_emb.shape[0],))
   text_emb, text_mask = drop_text(text_emb, batch['token_mask'], keep)
   denoise = lambda z, logsnr: model(z, logsnr, text_emb, text_mask, rngs=rngs)  # noqa: E731

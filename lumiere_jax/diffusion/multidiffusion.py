@@ -1,0 +1,57 @@
+"""Temporal MultiDiffusion (Bar-Tal et al. 2023) for models that only fit short clips, such as Lumiere's SSR.
+
+The clip's T frames are covered by windows of W frames overlapping by O (stride W - O; when the windows do not tile
+T the last one is moved back to end at the last frame). At every denoising step the model runs once on all windows
+as one batch, the overlapping predictions are averaged per pixel, and the sampler takes one step on the whole clip.
+Averaging v at a fixed z equals averaging the x0 (or eps) estimates, since both are affine in v. Because the step
+(and any ancestral noise) is global, overlapping frames never disagree; the result is deterministic for a seed.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def window_starts(num_frames: int, window: int, overlap: int) -> tuple[int, ...]:
+  """First frame of each window; raises ValueError naming `window` or `overlap` when they cannot cover the clip."""
+  if not 1 <= window <= num_frames:
+    raise ValueError(f'window={window} must be in [1, {num_frames}], the clip length')
+  if not 0 <= overlap < window:
+    raise ValueError(f'overlap={overlap} must be in [0, window={window})')
+  starts = list(range(0, num_frames - window + 1, window - overlap))
+  if starts[-1] + window < num_frames:
+    starts.append(num_frames - window)  # the clamped last window
+  return tuple(starts)
+
+
+def windowed(denoise_with_text, *, num_frames: int, window: int, overlap: int, window_sharding=None):
+  """Wraps a window model into one over the whole clip, with the same signature.
+
+  Args:
+    denoise_with_text: (z (B, W, ...), logsnr (B,), text pytree with leading axis B) -> v (B, W, ...).
+    num_frames: T, the clip length the wrapper is called with.
+    window: W, frames per model call.
+    overlap: O, frames shared by consecutive windows.
+    window_sharding: optional sharding for the stacked windows (leading axis N*B), to spread them over devices.
+
+  Returns:
+    (z (B, T, ...), logsnr (B,), text) -> v (B, T, ...), the per-frame average of the windows' predictions; for
+    one window covering the clip it is the model's output itself.
+  """
+  starts = window_starts(num_frames, window, overlap)
+  frames = np.asarray(starts)[:, None] + np.arange(window)  # (N, W) frame indices of every window
+  coverage = np.bincount(frames.ravel(), minlength=num_frames).astype(np.float32)
+  count = len(starts)
+
+  def denoise(z, logsnr, text):
+    batch, rest = z.shape[0], z.shape[2:]
+    windows = jnp.swapaxes(z[:, frames], 0, 1).reshape(count * batch, window, *rest)  # window-major
+    if window_sharding is not None:
+      windows = jax.lax.with_sharding_constraint(windows, window_sharding)
+    repeat = lambda x: jnp.tile(x, (count,) + (1,) * (x.ndim - 1))  # noqa: E731
+    v = denoise_with_text(windows, repeat(logsnr), jax.tree.map(repeat, text))
+    v = jnp.swapaxes(v.reshape(count, batch, window, *rest), 0, 1)
+    total = jnp.zeros(z.shape, v.dtype).at[:, frames].add(v)
+    return total / coverage.reshape((1, num_frames) + (1,) * len(rest))
+
+  return denoise
