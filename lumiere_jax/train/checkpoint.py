@@ -40,8 +40,19 @@ class Checkpointer:
     """The state at `step` (onto the shardings in `abstract_state`); also repositions `data_iterator`."""
     args = dict(state=ocp.args.StandardRestore(abstract_state))
     if data_iterator is not None:
+      self._check_data_layout(step)
       args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     return self.manager.restore(step, args=ocp.args.Composite(**args)).state
+
+  def _check_data_layout(self, step: int) -> None:
+    """Refuses a data position saved by another number of processes (each process saved its own slice's state)."""
+    saved = sorted((self.manager.directory / str(step) / 'data').glob('process_*-of-*.json'))
+    counts = {int(path.stem.rsplit('-of-', 1)[1]) for path in saved}
+    if counts and counts != {jax.process_count()}:
+      raise ValueError(
+          f'checkpoint step {step} holds the data position of {sorted(counts)} processes, this job has '
+          f'{jax.process_count()}: the per-process data slices differ, so the exact next batch cannot be restored. '
+          'Resume with the same number of processes.')
 
   def restore_config(self, step: int):
     saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
