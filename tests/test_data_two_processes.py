@@ -1,4 +1,4 @@
-"""The input pipeline across 2 real processes (jax.distributed on this machine, 2 CPU devices each)."""
+"""The input pipeline and its checkpoint across 2 real processes (jax.distributed here, 2 CPU devices each)."""
 
 import json
 import os
@@ -6,9 +6,8 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
-import jax
-import jax.numpy as jnp
 import pytest
 
 from lumiere_jax.data import pipeline
@@ -16,6 +15,7 @@ from lumiere_jax.train import checkpoint
 from micro import micro_config
 
 WORKER = pathlib.Path(__file__).with_name('two_process_data_worker.py')
+TIMEOUT_S = 120
 
 
 def _free_port():
@@ -24,41 +24,53 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def test_two_processes_cover_the_dataset_and_assemble_global_batches(tmp_path):
-  config = micro_config('base', tmp_path / 'data', **{'train.batch_size': 4})
-  everything = pipeline.read_keys(config)  # also builds the synthetic set before the workers start
-  port, outs = _free_port(), [tmp_path / f'process_{i}.json' for i in range(2)]
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2',
-             PYTHONPATH=os.pathsep.join([str(WORKER.parent), os.environ.get('PYTHONPATH', '')]))
-  workers = [subprocess.Popen([sys.executable, str(WORKER), str(port), str(i), str(tmp_path / 'data'), str(out)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-             for i, out in enumerate(outs)]
+@pytest.fixture(scope='module')
+def two_processes(tmp_path_factory):
+  """Runs the 2 worker processes once: (their JSON reports, the config, the workdir they checkpointed into)."""
+  tmp = tmp_path_factory.mktemp('two_processes')
+  config = micro_config('base', tmp / 'data', **{'train.batch_size': 4})
+  pipeline.read_keys(config)  # builds the synthetic set before the workers start
+  port, outs = _free_port(), [tmp / f'process_{i}.json' for i in range(2)]
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='--xla_force_host_platform_device_count=2')
+  logs = [tmp / f'process_{i}.log' for i in range(2)]
+  workers = []
+  for i, (out, log) in enumerate(zip(outs, logs)):
+    with log.open('w') as stream:
+      workers.append(subprocess.Popen([sys.executable, str(WORKER), str(port), str(i), str(tmp / 'data'),
+                                       str(tmp / 'run'), str(out)], env=env, stdout=stream, stderr=subprocess.STDOUT))
+  deadline = time.monotonic() + TIMEOUT_S
   try:
-    logs = [worker.communicate(timeout=240)[0] for worker in workers]
+    for worker in workers:
+      worker.wait(timeout=max(deadline - time.monotonic(), 0.1))
   except subprocess.TimeoutExpired:
     for worker in workers:
       worker.kill()
-    pytest.fail('the two data processes did not finish within 240 s')
-  assert all(worker.returncode == 0 for worker in workers), logs
-  seen = [json.loads(out.read_text()) for out in outs]
+      worker.wait()
+  output = '\n'.join(f'--- process {i}:\n{log.read_text()[-3000:]}' for i, log in enumerate(logs))
+  assert all(worker.returncode == 0 for worker in workers), f'killed after {TIMEOUT_S} s or failed:\n{output}'
+  return [json.loads(out.read_text()) for out in outs], config, tmp / 'run'
+
+
+def test_two_processes_cover_the_dataset_assemble_global_batches_and_resume(two_processes):
+  seen, config, _ = two_processes
   keys = [set(s['keys']) for s in seen]
-  assert not keys[0] & keys[1] and keys[0] | keys[1] == set(everything) and len(everything) == 16
+  assert [len(s['keys']) for s in seen] == [len(k) for k in keys] == [8, 8]  # no key read twice
+  assert not keys[0] & keys[1] and keys[0] | keys[1] == set(pipeline.read_keys(config))
   for s in seen:
-    assert s['local_shape'][0] == 2 and s['global_shape'][0] == 4 and s['resumed_equal']
-  # The global batch is process 0's local batch followed by process 1's.
-  assert seen[0]['halves'] == seen[1]['halves'] == pytest.approx([seen[0]['local_sum'], seen[1]['local_sum']])
+    assert s['devices'] == 4 and s['local_shape'][0] == 2 and s['global_shape'][0] == 4
+    assert s['resumed_equal'] and s['state_equal']
+  # Every global batch is process 0's local batch followed by process 1's.
+  for i, halves in enumerate(seen[0]['global_halves']):
+    assert halves == seen[1]['global_halves'][i] == pytest.approx([s['local_sums'][i] for s in seen])
+  assert len({tuple(s['local_sums']) for s in seen}) == 2  # the processes read different clips
 
 
-def test_a_data_position_from_another_process_count_is_refused(tmp_path):
-  config = micro_config('base', tmp_path / 'data')
-  iterator = pipeline.make_train_iterator(config)
-  next(iterator)
-  checkpointer = checkpoint.Checkpointer(tmp_path / 'run', async_save=False)
-  state = {'x': jnp.zeros(2)}
-  checkpointer.save(1, state, iterator, config)
-  data = tmp_path / 'run' / 'checkpoints' / '1' / 'data'
-  checkpointer.restore(1, jax.eval_shape(lambda: state), pipeline.make_train_iterator(config))  # same count: fine
-  (data / 'process_0-of-1.json').rename(data / 'process_0-of-2.json')  # as if written by 2 processes
-  with pytest.raises(ValueError, match=r'data position of \[2\] processes, this job has 1'):
-    checkpointer.restore(1, jax.eval_shape(lambda: state), pipeline.make_train_iterator(config))
+def test_a_data_position_from_two_processes_is_refused_in_one(two_processes):
+  _, config, workdir = two_processes
+  step = 2
+  data = checkpoint.checkpoint_dir(workdir) / str(step) / 'data'
+  assert sorted(path.name for path in data.glob('process_*')) == ['process_0-of-2.json', 'process_1-of-2.json']
+  checkpointer = checkpoint.Checkpointer(workdir, async_save=False)
+  with pytest.raises(ValueError, match=r'saved by 2 processes, this job has 1.*same number of processes'):
+    checkpointer.restore(step, {}, pipeline.make_train_iterator(config))
   checkpointer.close()

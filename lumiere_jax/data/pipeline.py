@@ -21,6 +21,7 @@ import numpy as np
 
 from lumiere_jax.data import records, sources, tokenizers, transforms, video
 
+
 class BadDataError(RuntimeError):
   """Too large a fraction of the records read was bad (see `data.max_bad_fraction`)."""
 

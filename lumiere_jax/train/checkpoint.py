@@ -46,13 +46,13 @@ class Checkpointer:
 
   def _check_data_layout(self, step: int) -> None:
     """Refuses a data position saved by another number of processes (each process saved its own slice's state)."""
-    saved = sorted((self.manager.directory / str(step) / 'data').glob('process_*-of-*.json'))
-    counts = {int(path.stem.rsplit('-of-', 1)[1]) for path in saved}
-    if counts and counts != {jax.process_count()}:
+    saved = (self.manager.directory / str(step) / 'data').glob('process_*-of-*.json')
+    counts = sorted({int(path.stem.rsplit('-of-', 1)[1]) for path in saved})
+    if counts and counts != [jax.process_count()]:
       raise ValueError(
-          f'checkpoint step {step} holds the data position of {sorted(counts)} processes, this job has '
-          f'{jax.process_count()}: the per-process data slices differ, so the exact next batch cannot be restored. '
-          'Resume with the same number of processes.')
+          f'checkpoint step {step}: the data iterator position was saved by {" and ".join(map(str, counts))} '
+          f'processes, this job has {jax.process_count()}. Each process reads its own slice of the data, so the '
+          'exact next batch does not exist under another process count; resume with the same number of processes.')
 
   def restore_config(self, step: int):
     saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
