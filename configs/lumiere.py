@@ -134,7 +134,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       tfds_fps_key='fps',
       tfds_fps=0.0,
       fps=16,  # clips are resampled to this frame rate
-      short_clips='skip',  # a source shorter than the clip: 'skip' (bad record), 'loop' or 'pad' (repeat the last frame)
+      # A source shorter than the clip: 'skip' (a bad record), 'loop' or 'pad' (repeat the last frame).
+      short_clips='skip',
       crop='random',  # training crop of the shortest-side square: 'random' or 'center' (evaluation: always centre)
       # Records carry precomputed caption embeddings (`text_emb`, e.g. T5 outputs): use them, skip the text encoder.
       text_embeddings=False,

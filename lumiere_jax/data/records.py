@@ -116,6 +116,11 @@ def decode_record(data: bytes) -> dict:
   return record
 
 
+def shard_name(prefix: str, index: int, num_shards: int) -> str:
+  """`{prefix}-00003-of-00008.array_record`: the shard naming of every writer."""
+  return f'{prefix}-{index:05d}-of-{num_shards:05d}.array_record'
+
+
 def write_shards(records: Iterable[bytes], directory: str | os.PathLike, *, prefix: str,
                  num_shards: int) -> list[str]:
   """Writes records round-robin into `num_shards` ArrayRecord files; each appears (renamed) only when complete."""
@@ -123,7 +128,7 @@ def write_shards(records: Iterable[bytes], directory: str | os.PathLike, *, pref
     raise ValueError(f'num_shards must be >= 1, got {num_shards}')
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  paths = [directory / f'{prefix}-{i:05d}-of-{num_shards:05d}.array_record' for i in range(num_shards)]
+  paths = [directory / shard_name(prefix, i, num_shards) for i in range(num_shards)]
   temps = [path.with_name(f'.{path.name}.tmp-{os.getpid()}') for path in paths]
   writers = [array_record_module.ArrayRecordWriter(str(temp), 'group_size:1') for temp in temps]
   try:

@@ -133,7 +133,8 @@ def ensure_synthetic_dataset(directory: str | os.PathLike, *, num_clips: int, im
   interrupted builds never expose a partial set. A directory without the marker is rebuilt.
   """
   directory = pathlib.Path(directory).expanduser()
-  name = f'shapes-v{GENERATOR_VERSION}-n{num_clips}-s{image_size}-t{num_frames}-fps{fps:g}-seed{seed}-shards{num_shards}'
+  name = (f'shapes-v{GENERATOR_VERSION}-n{num_clips}-s{image_size}-t{num_frames}-fps{fps:g}-seed{seed}'
+          f'-shards{num_shards}')
   target = directory / name
   if not (target / _MARKER).exists():
     directory.mkdir(parents=True, exist_ok=True)

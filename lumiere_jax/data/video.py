@@ -35,9 +35,22 @@ def encode_mp4(frames: np.ndarray, fps: float, *, crf: int = DEFAULT_CRF) -> byt
     # faster without its thread pool.
     stream.options = {'crf': str(crf), 'threads': '1'}
     for frame in frames:
-      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24')))
+      container.mux(stream.encode(_yuv420p(frame)))
     container.mux(stream.encode())
   return buffer.getvalue()
+
+
+def _yuv420p(frame: np.ndarray) -> av.VideoFrame:
+  """rgb24 -> yuv420p with each row's padding filled by its last pixel.
+
+  x264's SIMD code reads past the visible width into the padding, which the conversion leaves uninitialised: without
+  this, the same frames encoded to different bytes from one call to the next.
+  """
+  out = av.VideoFrame.from_ndarray(frame, format='rgb24').reformat(format='yuv420p')
+  for plane in out.planes:
+    rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
+    rows[:, plane.width:] = rows[:, plane.width - 1:plane.width]
+  return out
 
 
 def decode_video(data: bytes, max_frames: int | None = None) -> tuple[np.ndarray, float]:

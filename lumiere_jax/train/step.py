@@ -12,6 +12,7 @@ from lumiere_jax.parallel import sharding as sharding_lib
 from lumiere_jax.train import optim
 from lumiere_jax.train.state import TrainSetup
 
+
 def drop_text(text_emb, text_mask, keep):
   """Replaces the captions where `keep` is False by the empty caption (zero embeddings, nothing attended)."""
   mask = text_mask & keep[:, None]
