@@ -48,7 +48,7 @@ def train_step_flops_per_s(size: str, stage: str, batch: int | None, dtype: str,
   frames = 1 if stage == 't2i' else config.model.num_frames
   b, s = config.train.batch_size, config.model.image_size
   tokens, mask = tokenizers.build_tokenizer(config.text).encode(['a red circle moving left'] * b)
-  batch_np = dict(video=np.random.default_rng(0).uniform(-1, 1, (b, frames, s, s, 3)).astype(np.float32),
+  batch_np = dict(video=np.random.default_rng(0).integers(0, 256, (b, frames, s, s, 3), np.uint8),
                   tokens=tokens, token_mask=mask)
   batch_arrays = sharding_lib.global_batch(batch_np, mesh)
   compiled = step_lib.jit_train_step(setup).lower(state, batch_arrays).compile()

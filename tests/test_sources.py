@@ -57,7 +57,7 @@ def test_frame_rates_sizes_and_codecs(tmp_path, fps, height, width, codec):
   assert batch['video'].shape == (BATCH, FRAMES, SIZE, SIZE, 3)
   expected = _levels(num_frames)[transforms.nearest_frames(np.arange(num_frames) / fps,
                                                            np.arange(FRAMES) / 16)]
-  got = (batch['video'][0].mean(axis=(1, 2, 3)) + 1) * 127.5
+  got = batch['video'][0].mean(axis=(1, 2, 3))
   np.testing.assert_allclose(got, expected, atol=4)  # each frame is the source frame nearest in time
 
 
@@ -135,7 +135,7 @@ def test_tfds_source(tfds_dir, video_key):
   captions = [text for b in batches for text in tokenizers.build_tokenizer(config.text).decode(b['tokens'])]
   assert sorted(captions) == [f'clip number {i}' for i in range(4)]
   expected = _levels(2 * FRAMES)[::2]  # 32 fps -> 16 fps: every other frame
-  np.testing.assert_allclose((batches[0]['video'][0].mean(axis=(1, 2, 3)) + 1) * 127.5, expected, atol=3)
+  np.testing.assert_allclose(batches[0]['video'][0].mean(axis=(1, 2, 3)), expected, atol=3)
 
 
 def test_tfds_source_errors_name_the_field(tfds_dir):

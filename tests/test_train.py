@@ -21,7 +21,7 @@ def _batch(config, seed=0):
   b, s, t = config.train.batch_size, config.model.image_size, config.model.num_frames
   captions = ['a red circle moving left', 'a blue square'] * (b // 2)
   tokens, mask = tokenizers.build_tokenizer(config.text).encode(captions)
-  return dict(video=rng.uniform(-1, 1, (b, t, s, s, 3)).astype(np.float32), tokens=tokens, token_mask=mask)
+  return dict(video=rng.integers(0, 256, (b, t, s, s, 3), np.uint8), tokens=tokens, token_mask=mask)
 
 
 def _train(config, workdir, **kwargs):

@@ -1,12 +1,13 @@
-"""The grain input pipeline: source elements -> checkpointable batches of normalised video and captions.
+"""The grain input pipeline: source elements -> checkpointable batches of uint8 video and captions.
 
 Per process: source (`sources.py`) -> elements [process_index::process_count] -> shuffle -> repeat (reshuffled each
-epoch) -> `ClipTransform` (parse, decode, temporal sampling at `data.fps`, square crop and resize, normalise,
-tokenize; a random window and crop seeded by element index, so resume is exact) -> thread prefetch -> optional
-worker processes -> `BatchIterator` in the main process, which drops bad records, counts them, stops the job above
+epoch) -> `ClipTransform` (parse, decode, temporal sampling at `data.fps`, square crop and resize, tokenize; a random
+window and crop seeded by element index, so resume is exact) -> thread prefetch -> optional worker processes ->
+`BatchIterator` in the main process, which drops bad records, counts them, stops the job above
 `data.max_bad_fraction`, and batches.
 
-Batches are dicts of NumPy arrays: `video` float32 (b, T, H, W, 3) in [-1, 1], `tokens` int32 (b, L) and
+Batches are dicts of NumPy arrays: `video` uint8 (b, T, H, W, 3) (normalised to [-1, 1] inside the jitted step, so
+worker processes, the host and the host-to-device copy move a quarter of float32's bytes), `tokens` int32 (b, L) and
 `token_mask` bool (b, L), with b = train.batch_size // process_count and T = 1 for the t2i stage (one random frame
 per clip), model.num_frames otherwise. With `data.text_embeddings`, `text_emb` float32 (b, L, D) (the records'
 precomputed encoder outputs, zero-padded) replaces `tokens` and the text encoder is not run.
@@ -63,7 +64,7 @@ class ClipTransform(grain.transforms.RandomMap):
 
   def _example(self, record: dict, rng: np.random.Generator | None) -> dict:
     frames = transforms.crop_square(self._frames(record, rng), rng if self.crop == 'random' else None)
-    example = {'video': transforms.normalize(transforms.resize_square(frames, self.image_size))}
+    example = {'video': transforms.resize_square(frames, self.image_size)}
     if self.text_width:
       emb = records.text_embedding(record, self.text_width, self.tokenizer.max_length)
       example['text_emb'] = np.zeros((self.tokenizer.max_length, self.text_width), np.float32)

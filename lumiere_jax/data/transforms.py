@@ -72,6 +72,6 @@ def resize_square(frames: np.ndarray, size: int) -> np.ndarray:
                    for frame in frames])
 
 
-def normalize(frames: np.ndarray) -> np.ndarray:
-  """uint8 -> float32 in [-1, 1]."""
+def normalize(frames):
+  """uint8 -> float32 in [-1, 1]; NumPy or JAX arrays (batches are normalised on the device, in the train step)."""
   return frames.astype(np.float32) / 127.5 - 1.0

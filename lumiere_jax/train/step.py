@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from lumiere_jax.data import transforms
 from lumiere_jax.diffusion import losses, schedules
 from lumiere_jax.parallel import sharding as sharding_lib
 from lumiere_jax.train import optim
@@ -31,7 +32,7 @@ def loss_and_metrics(setup: TrainSetup, params, frozen, batch, rng):
   text_emb, text_mask = drop_text(text_emb, batch['token_mask'], keep)
   denoise = lambda z, logsnr: model(z, logsnr, text_emb, text_mask, rngs=rngs)  # noqa: E731
   schedule = schedules.Schedule.from_config(config.diffusion)
-  return losses.diffusion_loss(denoise, batch['video'], rng_noise, schedule)
+  return losses.diffusion_loss(denoise, transforms.normalize(batch['video']), rng_noise, schedule)
 
 
 def train_step(setup: TrainSetup, state: dict, batch: dict) -> tuple[dict, dict]:
