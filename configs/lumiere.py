@@ -72,6 +72,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       num_frames=size['num_frames'],
       in_channels=3,
       out_channels=3,
+      # Channels of a conditioning video concatenated to the noisy input (0: none; super-resolution: 3, the upsampled
+      # low-res clip; the conditional stage: 4, masked video and mask) and whether its noise-augmentation level is
+      # an input of the model.
+      cond_channels=0,
+      cond_noise_level=False,
       channels=size['channels'],
       channel_mults=size['channel_mults'],
       num_res_blocks=size['num_res_blocks'],

@@ -87,6 +87,10 @@ def _model_errors(config):
     yield 'model.remat_policy', f'{m.remat_policy!r} is neither "none" nor a name in jax.checkpoint_policies'
   if not 0 <= m.dropout < 1:
     yield 'model.dropout', f'{m.dropout} is outside [0, 1)'
+  if m.cond_channels < 0:
+    yield 'model.cond_channels', f'{m.cond_channels} must be >= 0'
+  if (m.cond_channels or m.cond_noise_level) and config.stage in ('t2i', 'base'):
+    yield 'model.cond_channels', f'stage {config.stage} feeds the model no conditioning video; keep 0 and False'
   if m.init_from and config.stage == 't2i':
     yield 'model.init_from', 'only the base stage initialises from a t2i checkpoint'
   if config.text.width % config.text.num_heads:

@@ -40,6 +40,7 @@ def test_paper_size_is_the_published_shape():
     (dict(model__num_heads=3), 'model.num_heads'),
     (dict(model__dtype='float16'), 'model.dtype'),
     (dict(model__remat_policy='save_everything_please'), 'model.remat_policy'),
+    (dict(model__cond_channels=3), 'model.cond_channels'),  # the base stage feeds no conditioning
     (dict(text__num_heads=3), 'text.num_heads'),
     (dict(sample__sampler='euler'), 'sample.sampler'),
     (dict(sample__dynamic_threshold=1.5), 'sample.dynamic_threshold'),

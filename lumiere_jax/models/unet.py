@@ -122,7 +122,10 @@ class UNet(nnx.Module):
   """(B, T, H, W, C_in) noisy video, logsnr (B,), text (B, L, D) + mask (B, L) -> (B, T, H, W, C_out) float32.
 
   The T2I model (inflate=False) treats the T frames independently; the STUNet needs T divisible by
-  `stunet.temporal_downsample_factor`.
+  `stunet.temporal_downsample_factor`. With `model.cond_channels` > 0 a conditioning video (B, T, H, W, C_cond) is
+  concatenated to the noisy input (super-resolution: the upsampled low-res clip; the conditional stage: the masked
+  video and its mask); with `model.cond_noise_level` its noise-augmentation log-SNR (B,) is embedded like the
+  denoising noise level and added to the conditioning vector.
   """
 
   def __init__(self, model_config, text_features: int, *, inflate: bool, rngs: nnx.Rngs):
@@ -137,7 +140,10 @@ class UNet(nnx.Module):
     self.temporal_factor = 2 ** sum(flags)
     self.noise_embed = NoiseEmbedding(m.channels, emb, dtype=dtype, rngs=rngs)
     self.text_embed = layers.dense(text_features, emb, dtype=dtype, rngs=rngs)
-    self.conv_in = layers.conv(m.in_channels, m.channels, dtype=dtype, rngs=rngs)
+    self.conv_in = layers.conv(m.in_channels + m.cond_channels, m.channels, dtype=dtype, rngs=rngs)
+    self.cond_channels = m.cond_channels
+    self.cond_noise_embed = (NoiseEmbedding(m.channels, emb, dtype=dtype, rngs=rngs) if m.cond_noise_level
+                             else None)
 
     def layer(in_features, features, *, attend, temporal):
       return Layer(in_features, features, attend=attend, temporal=temporal if inflate else (), model_config=m,
@@ -177,6 +183,17 @@ class UNet(nnx.Module):
     self.norm_out = layers.group_norm(ch, m.norm_groups, dtype=dtype, rngs=rngs)
     self.conv_out = layers.conv(ch, m.out_channels, dtype=dtype, rngs=rngs)
 
+  def _with_conditioning(self, x: jax.Array, conditioning: jax.Array | None) -> jax.Array:
+    """x with the conditioning channels appended (checked against `model.cond_channels`)."""
+    if conditioning is None:
+      if self.cond_channels:
+        raise ValueError(f'model.cond_channels={self.cond_channels}: the model needs a conditioning video')
+      return x
+    if conditioning.shape != (*x.shape[:-1], self.cond_channels):
+      raise ValueError(f'conditioning of shape {conditioning.shape}; expected {(*x.shape[:-1], self.cond_channels)} '
+                       f'(the noisy input {x.shape} with model.cond_channels={self.cond_channels})')
+    return jnp.concatenate([x, conditioning.astype(x.dtype)], axis=-1)
+
   def _check_shape(self, frames: int, height: int, width: int):
     if frames % self.temporal_factor:
       raise ValueError(f'num_frames={frames} is not divisible by {self.temporal_factor}, the temporal '
@@ -186,13 +203,19 @@ class UNet(nnx.Module):
         raise ValueError(f'{name}={size} is not divisible by {self.spatial_factor} = 2**(spatial downsamplings)')
 
   def __call__(self, x: jax.Array, logsnr: jax.Array, text: jax.Array, text_mask: jax.Array, *,
+               conditioning: jax.Array | None = None, conditioning_logsnr: jax.Array | None = None,
                rngs: nnx.Rngs | None = None) -> jax.Array:
     batch, frames, height, width, _ = x.shape
     self._check_shape(frames, height, width)
+    x = self._with_conditioning(x, conditioning)
     text_mask = text_mask.astype(bool)
     counts = jnp.maximum(text_mask.sum(axis=1, keepdims=True), 1)
     pooled = jnp.where(text_mask[..., None], text, 0).astype(jnp.float32).sum(axis=1) / counts
     clip_emb = self.noise_embed(logsnr) + self.text_embed(pooled)
+    if self.cond_noise_embed is not None:
+      if conditioning_logsnr is None:
+        raise ValueError('model.cond_noise_level is set: give conditioning_logsnr, the noise level of the conditioning')
+      clip_emb = clip_emb + self.cond_noise_embed(conditioning_logsnr)
     cond = Cond(clip_emb, text, text_mask, rngs).with_frames(frames)
 
     h = self.conv_in(x.reshape(batch * frames, height, width, -1))
