@@ -96,10 +96,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   ))
 
   c.text = ml_collections.ConfigDict(dict(
-      encoder='builtin',  # small transformer over byte tokens (the embedded default)
+      # 'builtin': small transformer over byte tokens (the embedded default), trained or frozen per train.trainable;
+      # 't5': a Hugging Face T5 encoder checkpoint (text.checkpoint), always frozen, as in the paper.
+      encoder='builtin',
+      # t5: a directory with the Hugging Face config.json and model.safetensors (or a sharded index); '' for builtin.
+      checkpoint='',
+      # '' = the encoder's own (bytes for builtin, <checkpoint>/spiece.model for t5), 'bytes' (ByT5 ids for t5) or
+      # the path of a SentencePiece .model file (t5).
+      tokenizer='',
       max_length=size['text_max_length'],
-      width=size['text_width'],
-      depth=size['text_depth'],
+      width=size['text_width'],  # t5: must equal the checkpoint's d_model
+      depth=size['text_depth'],  # builtin only, as is num_heads
       num_heads=size['text_heads'],
   ))
 
@@ -158,8 +165,11 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       weight_decay=0.0,
       grad_clip=1.0,
       ema_decay=0.999 if args['size'] != 'tiny' else 0.99,
-      # Which parameters the optimizer updates: 'all' or 'temporal' (the STUNet's new temporal layers only).
-      trainable='temporal' if args['stage'] == 'base' else 'all',
+      # Which parameters the optimizer updates: 'unet' (all but the text encoder), 'all', 'temporal' (the STUNet's
+      # new temporal layers only) or a regex over parameter paths. The text encoder stays frozen by default, as the
+      # paper's T5 does: trained on single frames (t2i), the built-in one learns to erase the words about motion
+      # that the base stage needs (BENCHMARKS.md, demo), while its random initial features keep every word apart.
+      trainable='temporal' if args['stage'] == 'base' else 'unet',
       log_every=25,
       checkpoint_every=200,
       keep_checkpoints=3,

@@ -18,6 +18,8 @@ Flat = dict[str, jax.Array]
 # Parameter-selection presets for `config.train.trainable`: regular expressions matched against dotted paths.
 TRAINABLE_PRESETS = {
     'all': r'.*',
+    # The denoiser without the text encoder, which stays frozen at its initialisation (as the paper's T5 does).
+    'unet': r'unet\..*',
     # The STUNet's new layers: every path with an element starting with `temporal` (models' naming rule).
     'temporal': r'(^|.*\.)temporal[^.]*(\..*|$)',
 }
