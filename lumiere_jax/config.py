@@ -13,13 +13,16 @@ import pathlib
 import jax
 import ml_collections
 
+from lumiere_jax.data import tokenizers
 from lumiere_jax.data.transforms import CROPS, SHORT_CLIP_POLICIES
+from lumiere_jax.models import t5, t5_weights
 from lumiere_jax.models.stunet import temporal_downsample_factor
 from lumiere_jax.parallel import mesh as mesh_lib
 
 CONFIG_FILE = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'lumiere.py'
 DTYPES = ('float32', 'bfloat16')
 SAMPLERS = ('ddim', 'ancestral')
+TEXT_ENCODERS = ('builtin', 't5')
 
 
 class ConfigError(ValueError):
@@ -93,8 +96,43 @@ def _model_errors(config):
     yield 'model.cond_channels', f'stage {config.stage} feeds the model no conditioning video; keep 0 and False'
   if m.init_from and config.stage == 't2i':
     yield 'model.init_from', 'only the base stage initialises from a t2i checkpoint'
-  if config.text.width % config.text.num_heads:
-    yield 'text.num_heads', f'{config.text.num_heads} does not divide text.width={config.text.width}'
+
+
+def _text_errors(config):
+  text = config.text
+  if text.max_length < 2:
+    yield 'text.max_length', f'{text.max_length} leaves no room for a token and the EOS; must be >= 2'
+  if text.encoder == 'builtin':
+    if text.width % text.num_heads:
+      yield 'text.num_heads', f'{text.num_heads} does not divide text.width={text.width}'
+    if text.checkpoint:
+      yield 'text.checkpoint', f'{text.checkpoint!r}: only text.encoder="t5" loads a checkpoint'
+    if text.tokenizer not in ('', 'bytes'):
+      yield 'text.tokenizer', f'{text.tokenizer!r}: the built-in encoder reads bytes ("" or "bytes")'
+  elif text.encoder == 't5':
+    yield from _t5_errors(text)
+  else:
+    yield 'text.encoder', f'{text.encoder!r} is not one of {TEXT_ENCODERS}'
+
+
+def _t5_errors(text):
+  if not text.checkpoint:
+    yield 'text.checkpoint', 'text.encoder="t5" needs a Hugging Face T5 checkpoint directory'
+    return
+  try:
+    t5_config = t5.T5Config.from_checkpoint(text.checkpoint)
+  except ValueError as e:
+    yield 'text.checkpoint', str(e)
+    return
+  directory = pathlib.Path(text.checkpoint)
+  if not any((directory / name).is_file() for name in (t5_weights.SINGLE_FILE, t5_weights.INDEX_FILE)):
+    yield 'text.checkpoint', f'{directory} has neither {t5_weights.SINGLE_FILE} nor {t5_weights.INDEX_FILE}'
+  if text.width != t5_config.d_model:
+    yield 'text.width', f"{text.width} must equal the T5 checkpoint's d_model={t5_config.d_model}"
+  model_file = pathlib.Path(text.tokenizer or directory / tokenizers.T5_SENTENCEPIECE_FILE)
+  if text.tokenizer != 'bytes' and not model_file.is_file():
+    yield 'text.tokenizer', (f'SentencePiece model {model_file} not found (set text.tokenizer to a .model file, or '
+                             '"bytes" for a ByT5 checkpoint)')
 
 
 def _range_errors(config):
@@ -157,6 +195,7 @@ def validate(config, num_devices: int | None = None, num_processes: int | None =
   """Raises ConfigError listing every invalid field; call before building or compiling anything."""
   num_devices = jax.device_count() if num_devices is None else num_devices
   num_processes = jax.process_count() if num_processes is None else num_processes
-  errors = [*_model_errors(config), *_range_errors(config), *_mesh_errors(config, num_devices, num_processes)]
+  errors = [*_model_errors(config), *_text_errors(config), *_range_errors(config),
+            *_mesh_errors(config, num_devices, num_processes)]
   if errors:
     raise ConfigError('invalid config:\n' + '\n'.join(f'  config.{field}: {problem}' for field, problem in errors))

@@ -1,14 +1,19 @@
 """`lumiere-data <command> [flags]`: dataset tools, one subcommand each (`COMMANDS`).
 
   lumiere-data prepare --videos DIR --captions captions.csv --out OUT    (or --manifest rows.jsonl --out OUT)
+  lumiere-data embed-captions --config configs/lumiere.py:stage=base,size=paper --config.text.encoder=t5 \
+      --config.text.checkpoint=T5_DIR --config.text.width=D --shards 'OUT/*.array_record' --out OUT_EMB
 
 `prepare` turns a video collection into training shards for `--config.data.source='OUT/*.array_record'`; see
-`lumiere_jax/data/prepare.py`.
+`lumiere_jax/data/prepare.py`. `embed-captions` runs the configured text encoder once over the shards' captions and
+writes them again with the embeddings, for `--config.data.text_embeddings=True`; see `data/embed_captions.py`.
 """
 
 from absl import app, flags
+from ml_collections import config_flags
 
-from lumiere_jax.data import prepare
+from lumiere_jax import config as config_lib
+from lumiere_jax.data import embed_captions, prepare
 
 _DEFAULTS = prepare.Options()
 _VIDEOS = flags.DEFINE_string('videos', '', 'prepare: folder of videos, searched recursively (with --captions).')
@@ -33,6 +38,10 @@ _KEEP_TAIL = flags.DEFINE_bool('keep_tail', _DEFAULTS.keep_tail, 'prepare: keep 
 _NUM_SHARDS = flags.DEFINE_integer('num_shards', _DEFAULTS.num_shards, 'prepare: output shards; 0: about '
                                    f'{prepare.CLIPS_PER_SHARD} clips each (fixed by the first run).')
 _WORKERS = flags.DEFINE_integer('workers', None, 'prepare: worker processes (default: one per CPU).')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'embed-captions: the training config whose text encoder '
+                                          'to run (configs/lumiere.py:...).', lock_config=True)
+_SHARDS = flags.DEFINE_string('shards', None, 'embed-captions: glob of the input shards.')
+_BATCH = flags.DEFINE_integer('batch_size', 64, 'embed-captions: captions per encoder call.')
 
 
 def _prepare() -> None:
@@ -52,7 +61,19 @@ def _prepare() -> None:
     raise SystemExit(f'lumiere-data prepare: no clips written: {prepare.skip_reasons(manifest)}')
 
 
-COMMANDS = {'prepare': _prepare}
+def _embed_captions() -> None:
+  if not (_CONFIG.value and _SHARDS.value and _OUT.value):
+    raise app.UsageError('embed-captions needs --config, --shards and --out')
+  config_lib.validate(_CONFIG.value)
+  try:
+    written = embed_captions.embed_captions(_CONFIG.value, _SHARDS.value, _OUT.value, batch_size=_BATCH.value)
+  except ValueError as e:
+    raise SystemExit(f'lumiere-data embed-captions: {e}') from e
+  print(f'wrote {len(written)} shards with {_CONFIG.value.text.encoder} caption embeddings to {_OUT.value}',
+        flush=True)
+
+
+COMMANDS = {'prepare': _prepare, 'embed-captions': _embed_captions}
 
 
 def main(argv):

@@ -2,20 +2,42 @@
 
 Parameter paths (dotted, as in `models.params`): the text encoder lives under `text_encoder.`, the U-Net under
 `unet.`; every temporal parameter has a path element starting with `temporal` and no spatial one does, and the
-STUNet's spatial paths are exactly the T2I model's, so T2I weights load into the STUNet by path.
+STUNet's spatial paths are exactly the T2I model's, so T2I weights load into the STUNet by path. A pretrained text
+encoder (T5) takes its weights from `text.checkpoint` and never trains.
 """
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
+from lumiere_jax.models import t5_weights
 from lumiere_jax.models.stunet import temporal_downsample_factor
+from lumiere_jax.models.t5 import T5Encoder
 from lumiere_jax.models.text import TextEncoder
 from lumiere_jax.models.unet import UNet
 
-__all__ = ['LumiereModel', 'build_model', 'temporal_downsample_factor']
+__all__ = ['LumiereModel', 'build_model', 'build_text_encoder', 'pretrained_text_params', 'temporal_downsample_factor']
 
 STAGES = ('t2i', 'base')
+TEXT_ENCODERS = {'builtin': TextEncoder, 't5': T5Encoder}
+# Encoders loaded from `text.checkpoint`: frozen whatever `train.trainable` says.
+PRETRAINED_TEXT_ENCODERS = ('t5',)
+TEXT_PREFIX = 'text_encoder.'
+
+
+def build_text_encoder(text_config, *, dtype, remat: str, rngs: nnx.Rngs) -> nnx.Module:
+  """The encoder named by `text.encoder`: `(tokens (B, L), mask (B, L)) -> float32 (B, L, text.width)`."""
+  if text_config.encoder not in TEXT_ENCODERS:
+    raise ValueError(f'text.encoder={text_config.encoder!r}: unknown encoder (known: {tuple(TEXT_ENCODERS)})')
+  return TEXT_ENCODERS[text_config.encoder](text_config, dtype=dtype, remat=remat, rngs=rngs)
+
+
+def pretrained_text_params(text_config) -> dict[str, np.ndarray]:
+  """A pretrained encoder's weights from `text.checkpoint`, keyed by model path (`text_encoder.…`); {} if none."""
+  if text_config.encoder not in PRETRAINED_TEXT_ENCODERS:
+    return {}
+  return {TEXT_PREFIX + k: v for k, v in t5_weights.load_encoder_params(text_config.checkpoint).items()}
 
 
 class LumiereModel(nnx.Module):
@@ -25,7 +47,7 @@ class LumiereModel(nnx.Module):
     if config.stage not in STAGES:
       raise ValueError(f'stage={config.stage!r}: no model for it (known: {STAGES})')
     dtype = jnp.dtype(config.model.dtype)
-    self.text_encoder = TextEncoder(config.text, dtype=dtype, remat=config.model.remat_policy, rngs=rngs)
+    self.text_encoder = build_text_encoder(config.text, dtype=dtype, remat=config.model.remat_policy, rngs=rngs)
     self.unet = UNet(config.model, config.text.width, inflate=config.stage != 't2i', rngs=rngs)
 
   def encode_text(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:

@@ -36,8 +36,6 @@ class TextEncoder(nnx.Module):
   """
 
   def __init__(self, text_config, *, dtype, remat: str, rngs: nnx.Rngs):
-    if text_config.encoder != 'builtin':
-      raise ValueError(f'text.encoder={text_config.encoder!r}: unknown encoder (known: builtin)')
     width = text_config.width
     self.max_length = text_config.max_length
     self.remat = remat

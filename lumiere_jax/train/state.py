@@ -36,6 +36,9 @@ class TrainSetup:
   def create(cls, config, mesh):
     spec = params_lib.ModelSpec.from_builder(lambda: models.build_model(config, rngs=nnx.Rngs(config.seed)))
     trainable, frozen = params_lib.select(spec.shapes, config.train.trainable)
+    if config.text.encoder in models.PRETRAINED_TEXT_ENCODERS:  # loaded at init, never trained
+      frozen = sorted(frozen + [k for k in trainable if k.startswith(models.TEXT_PREFIX)])
+      trainable = [k for k in trainable if not k.startswith(models.TEXT_PREFIX)]
     if not trainable:
       raise ValueError(f'config.train.trainable={config.train.trainable!r} selects no parameter')
     rules = sharding_lib.rules_from_config(config.mesh.axis_rules)
@@ -71,23 +74,31 @@ class TrainSetup:
                 opt_state=self.tx.init(params))
 
   def init(self, pretrained: dict | None = None) -> dict:
-    """A fresh, sharded state; `pretrained` (flat params) overrides the frozen parameters by path."""
+    """A fresh, sharded state; `pretrained` (flat params) overrides the frozen parameters by path.
+
+    A pretrained text encoder (T5) always comes from `config.text.checkpoint`, the rest from `pretrained`.
+    """
     state = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_shardings())(self.config.seed + 1)
+    loaded = {}
+    if self.config.text.encoder in models.PRETRAINED_TEXT_ENCODERS:
+      keys = [k for k in self.frozen if k.startswith(models.TEXT_PREFIX)]
+      loaded = self._load_frozen(models.pretrained_text_params(self.config.text), keys, 'config.text.checkpoint')
     if pretrained is not None:
-      state['frozen'] = self._load_frozen(pretrained)
+      keys = [k for k in self.frozen if k not in loaded]
+      loaded.update(self._load_frozen(pretrained, keys, 'config.model.init_from'))
+    state['frozen'].update(loaded)
     return state
 
-  def _load_frozen(self, pretrained: dict) -> dict:
-    missing = [k for k in self.frozen if k not in pretrained]
+  def _load_frozen(self, pretrained: dict, keys: list[str], source: str) -> dict:
+    missing = [k for k in keys if k not in pretrained]
     if missing:
-      raise ValueError(f'config.model.init_from: the checkpoint lacks {len(missing)} frozen parameters, '
+      raise ValueError(f'{source}: the checkpoint lacks {len(missing)} frozen parameters, '
                        f'e.g. {missing[:3]} (was it trained with the same model config?)')
     frozen = {}
-    for key in self.frozen:
+    for key in keys:
       want = self.spec.shapes[key]
       if pretrained[key].shape != want.shape:
-        raise ValueError(f'config.model.init_from: parameter {key} has shape {pretrained[key].shape}, '
-                         f'expected {want.shape}')
+        raise ValueError(f'{source}: parameter {key} has shape {pretrained[key].shape}, expected {want.shape}')
       frozen[key] = jax.device_put(jnp.asarray(pretrained[key], want.dtype), self.param_shardings[key])
     return frozen
 

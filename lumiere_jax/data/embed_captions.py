@@ -1,0 +1,104 @@
+"""Precomputed caption embeddings: the configured text encoder run once over the captions of ArrayRecord shards.
+
+`embed_captions` rewrites every input shard under its own name in another directory, record for record in the same
+order, adding `text_emb` (float16 rows of the caption's valid tokens) and `text_emb_dim` (`records.py`). Training
+with `data.text_embeddings=True` then reads them and never runs the encoder.
+Records that do not decode pass through unchanged (the input pipeline counts them as bad, as it would have).
+"""
+
+import glob
+import os
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from lumiere_jax import models
+from lumiere_jax.data import records, tokenizers
+from lumiere_jax.models import params as params_lib
+
+
+def embed_captions(config, in_glob: str, out_dir: str | os.PathLike, *, batch_size: int = 64,
+                   params: dict | None = None) -> list[str]:
+  """Writes `out_dir/<shard name>` for each shard matching `in_glob`, with caption embeddings; returns the paths.
+
+  `params` are flat model parameters holding `text_encoder.*` (a run's inference parameters, for the built-in
+  encoder); by default the pretrained encoder's own (`text.checkpoint`). Compute runs in `config.model.dtype`.
+  """
+  paths = sorted(pathlib.Path(p) for p in glob.glob(in_glob))
+  if not paths:
+    raise ValueError(f'{in_glob}: no shard matches')
+  out_dir = pathlib.Path(out_dir)
+  if any(path.parent.resolve() == out_dir.resolve() for path in paths):
+    raise ValueError(f'{out_dir}: must differ from the input directory (shards keep their names)')
+  out_dir.mkdir(parents=True, exist_ok=True)
+  encode = _jit_encoder(config, params)
+  tokenizer = tokenizers.build_tokenizer(config.text)
+  written = []
+  for path in paths:
+    reader = records.array_record_module.ArrayRecordReader(str(path))
+    try:
+      written.append(_write_shard(out_dir / path.name, _embedded(reader, tokenizer, encode, batch_size)))
+    finally:
+      reader.close()
+  return written
+
+
+def _jit_encoder(config, params):
+  """`(tokens, mask) -> embeddings` of the configured encoder with its weights on the device."""
+  dtype = jnp.dtype(config.model.dtype)
+  spec = params_lib.ModelSpec.from_builder(
+      lambda: models.build_text_encoder(config.text, dtype=dtype, remat='none', rngs=nnx.Rngs(0)))
+  params = models.pretrained_text_params(config.text) if params is None else params
+  encoder_params = {k.removeprefix(models.TEXT_PREFIX): v for k, v in params.items()
+                    if k.startswith(models.TEXT_PREFIX)}
+  if not encoder_params:
+    raise ValueError(f'text.encoder={config.text.encoder!r} has no pretrained weights: pass the `params` of a run')
+  missing = spec.shapes.keys() - encoder_params.keys()
+  if missing:
+    raise ValueError(f'params lack {len(missing)} text encoder parameters, e.g. {sorted(missing)[:3]}')
+  encoder_params = jax.device_put(encoder_params)
+  apply = jax.jit(lambda p, tokens, mask: spec.merge(p)(tokens, mask))
+  return lambda tokens, mask: np.asarray(apply(encoder_params, tokens, mask))
+
+
+def _embedded(reader, tokenizer, encode, batch_size: int):
+  """The shard's records in order, each with its caption's embeddings (fixed-size batches: one compilation)."""
+  num_records = reader.num_records()
+  for start in range(0, num_records, batch_size):
+    raw = reader.read(start, min(start + batch_size, num_records))
+    decoded = [_decode_or_none(data) for data in raw]
+    captions = [record['caption'] if record else '' for record in decoded]
+    tokens, mask = tokenizer.encode(captions + [''] * (batch_size - len(captions)))
+    embeddings = encode(tokens, mask)
+    for data, record, emb, valid in zip(raw, decoded, embeddings, mask):
+      if record is None:
+        yield data
+      else:
+        fields = {name: record[name] for name in records.SCHEMA}
+        yield records.encode_record(**fields, text_emb=emb[: valid.sum()])
+
+
+def _decode_or_none(data: bytes) -> dict | None:
+  try:
+    return records.decode_record(data)
+  except records.BadRecordError:
+    return None
+
+
+def _write_shard(path: pathlib.Path, shard_records) -> str:
+  """Writes the records under a temporary name, renamed to `path` only when complete."""
+  temp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+  writer = records.array_record_module.ArrayRecordWriter(str(temp), 'group_size:1')
+  try:
+    for record in shard_records:
+      writer.write(record)
+  except BaseException:
+    writer.close()
+    temp.unlink(missing_ok=True)
+    raise
+  writer.close()
+  os.replace(temp, path)
+  return str(path)
