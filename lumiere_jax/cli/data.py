@@ -6,14 +6,17 @@
 
 `prepare` turns a video collection into training shards for `--config.data.source='OUT/*.array_record'`; see
 `lumiere_jax/data/prepare.py`. `embed-captions` runs the configured text encoder once over the shards' captions and
-writes them again with the embeddings, for `--config.data.text_embeddings=True`; see `data/embed_captions.py`.
+writes them again with the embeddings, for `--config.data.text_embeddings=True`; see `data/embed_captions.py`. With
+`--distributed`, each process embeds every P-th shard, its batches split over its local devices.
 """
 
 from absl import app, flags
+import jax
 from ml_collections import config_flags
 
 from lumiere_jax import config as config_lib
 from lumiere_jax.data import embed_captions, prepare
+from lumiere_jax.parallel import distributed
 
 _DEFAULTS = prepare.Options()
 _VIDEOS = flags.DEFINE_string('videos', '', 'prepare: folder of videos, searched recursively (with --captions).')
@@ -64,9 +67,11 @@ def _prepare() -> None:
 def _embed_captions() -> None:
   if not (_CONFIG.value and _SHARDS.value and _OUT.value):
     raise app.UsageError('embed-captions needs --config, --shards and --out')
-  config_lib.validate(_CONFIG.value)
+  distributed.initialize_from_flags()  # several processes (--distributed): each embeds its share of the shards
+  config_lib.validate(_CONFIG.value, num_devices=jax.device_count(), num_processes=jax.process_count())
   try:
-    written = embed_captions.embed_captions(_CONFIG.value, _SHARDS.value, _OUT.value, batch_size=_BATCH.value)
+    written = embed_captions.embed_captions(_CONFIG.value, _SHARDS.value, _OUT.value, batch_size=_BATCH.value,
+                                            process_index=jax.process_index(), process_count=jax.process_count())
   except ValueError as e:
     raise SystemExit(f'lumiere-data embed-captions: {e}') from e
   print(f'wrote {len(written)} shards with {_CONFIG.value.text.encoder} caption embeddings to {_OUT.value}',

@@ -12,6 +12,7 @@ import pathlib
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 from flax import nnx
 
@@ -21,20 +22,26 @@ from lumiere_jax.models import params as params_lib
 
 
 def embed_captions(config, in_glob: str, out_dir: str | os.PathLike, *, batch_size: int = 64,
-                   params: dict | None = None) -> list[str]:
+                   params: dict | None = None, process_index: int = 0, process_count: int = 1,
+                   devices=None) -> list[str]:
   """Writes `out_dir/<shard name>` for each shard matching `in_glob`, with caption embeddings; returns the paths.
 
-  `params` are flat model parameters holding `text_encoder.*` (a run's inference parameters, for the built-in
-  encoder); by default the pretrained encoder's own (`text.checkpoint`). Compute runs in `config.model.dtype`.
+  Process i of `process_count` takes shards i, i + P, ...; each batch of captions is split over `devices` (default:
+  this process's local devices, so processes never wait on each other). `params` are flat model parameters holding
+  `text_encoder.*` (a run's inference parameters, for the built-in encoder); by default the pretrained encoder's own
+  (`text.checkpoint`). Compute runs in `config.model.dtype`.
   """
-  paths = sorted(pathlib.Path(p) for p in glob.glob(in_glob))
-  if not paths:
+  all_paths = sorted(pathlib.Path(p) for p in glob.glob(in_glob))
+  if not all_paths:
     raise ValueError(f'{in_glob}: no shard matches')
+  paths = all_paths[process_index::process_count]
   out_dir = pathlib.Path(out_dir)
   if any(path.parent.resolve() == out_dir.resolve() for path in paths):
     raise ValueError(f'{out_dir}: must differ from the input directory (shards keep their names)')
   out_dir.mkdir(parents=True, exist_ok=True)
-  encode = _jit_encoder(config, params)
+  devices = jax.local_devices() if devices is None else list(devices)
+  batch_size = -(-batch_size // len(devices)) * len(devices)  # whole rows per device
+  encode = _jit_encoder(config, params, devices)
   tokenizer = tokenizers.build_tokenizer(config.text)
   written = []
   for path in paths:
@@ -46,8 +53,8 @@ def embed_captions(config, in_glob: str, out_dir: str | os.PathLike, *, batch_si
   return written
 
 
-def _jit_encoder(config, params):
-  """`(tokens, mask) -> embeddings` of the configured encoder with its weights on the device."""
+def _jit_encoder(config, params, devices):
+  """`(tokens, mask) -> embeddings` of the configured encoder, weights replicated, the batch split over `devices`."""
   dtype = jnp.dtype(config.model.dtype)
   spec = params_lib.ModelSpec.from_builder(
       lambda: models.build_text_encoder(config.text, dtype=dtype, remat='none', rngs=nnx.Rngs(0)))
@@ -59,8 +66,11 @@ def _jit_encoder(config, params):
   missing = spec.shapes.keys() - encoder_params.keys()
   if missing:
     raise ValueError(f'params lack {len(missing)} text encoder parameters, e.g. {sorted(missing)[:3]}')
-  encoder_params = jax.device_put(encoder_params)
-  apply = jax.jit(lambda p, tokens, mask: spec.merge(p)(tokens, mask))
+  mesh = jax.sharding.Mesh(np.asarray(devices), ('batch',))
+  replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P('batch'))
+  encoder_params = jax.device_put(encoder_params, replicated)
+  apply = jax.jit(lambda p, tokens, mask: spec.merge(p)(tokens, mask), in_shardings=(replicated, split, split),
+                  out_shardings=split)
   return lambda tokens, mask: np.asarray(apply(encoder_params, tokens, mask))
 
 
