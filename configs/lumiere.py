@@ -1,8 +1,12 @@
 """The one Lumiere config: `--config configs/lumiere.py:stage=base,size=tiny`.
 
 Arguments (comma-separated `key=value`):
-  stage: t2i | base            which model trains (DESIGN section 5).
+  stage: t2i | base | ssr | conditional
+                               which model trains (DESIGN section 5); conditional: the base model fine-tuned on
+                               masked videos (i2v, inpainting, cinemagraphs) from a base run (`model.init_from`).
   size:  tiny | small | paper  shapes; `tiny` trains on 2 CPU cores in minutes.
+  sr:    0 | 1                 a super-resolution model (`SR_SIZES`): always for ssr; `stage=t2i,sr=1` is the image
+                               SR model whose spatial weights the ssr stage starts from (`model.init_from`).
 
 Any field can then be overridden with `--config.train.steps=10`. The returned config is locked: an unknown key or a
 value of the wrong type fails at once, naming the field; `lumiere_jax.config.validate` checks the rest before any
@@ -15,7 +19,7 @@ pixel U-Net (channels 256 x (1, 2, 3, 4, 4), 3 residual blocks per level).
 
 import ml_collections
 
-STAGES = ('t2i', 'base')
+STAGES = ('t2i', 'base', 'ssr', 'conditional')
 
 # Per size: model shape, clip shape, batch and steps per stage.
 # Widths of `paper` are our approximation (see the module docstring).
@@ -24,42 +28,66 @@ SIZES = {
         image_size=16, num_frames=8, channels=16, channel_mults=(1, 2, 2), num_res_blocks=1,
         attention_resolutions=(4,), num_heads=2, norm_groups=8, temporal_attention_depth=1,
         text_width=64, text_depth=2, text_heads=2, text_max_length=32,
-        batch_size=8, steps=dict(t2i=1200, base=2400),
+        batch_size=8, steps=dict(t2i=1200, base=2400, conditional=1200),
     ),
     'small': dict(
         image_size=64, num_frames=16, channels=64, channel_mults=(1, 2, 2, 4), num_res_blocks=2,
         attention_resolutions=(16, 8), num_heads=4, norm_groups=16, temporal_attention_depth=2,
         text_width=256, text_depth=4, text_heads=4, text_max_length=64,
-        batch_size=32, steps=dict(t2i=50_000, base=20_000),
+        batch_size=32, steps=dict(t2i=50_000, base=20_000, conditional=10_000),
     ),
     'paper': dict(
         image_size=128, num_frames=80, channels=256, channel_mults=(1, 2, 3, 4, 4), num_res_blocks=3,
         attention_resolutions=(32, 16, 8), num_heads=8, norm_groups=32, temporal_attention_depth=4,
         text_width=1024, text_depth=12, text_heads=16, text_max_length=128,
-        batch_size=256, steps=dict(t2i=500_000, base=500_000),
+        batch_size=256, steps=dict(t2i=500_000, base=500_000, conditional=100_000),
+    ),
+}
+
+
+# Super-resolution models (stage ssr, and t2i with sr=1): what replaces the size's entries above. The low-res input
+# is image_size // sr_factor on a side (the base stage's output); `window` frames per model call in training and in
+# MultiDiffusion sampling, consecutive windows sharing `overlap`. Widths of `paper` are our approximation.
+SR_SIZES = {
+    'tiny': dict(
+        image_size=64, sr_factor=4, window=4, overlap=2, channels=16, channel_mults=(1, 2, 2, 2),
+        attention_resolutions=(8,), batch_size=8, steps=dict(t2i=1200, ssr=1200),
+    ),
+    'small': dict(
+        image_size=256, sr_factor=4, window=8, overlap=2, channels=64, channel_mults=(1, 2, 2, 4, 4),
+        attention_resolutions=(16,), batch_size=16, steps=dict(t2i=50_000, ssr=20_000),
+    ),
+    'paper': dict(
+        image_size=1024, sr_factor=8, window=16, overlap=2, channels=128, channel_mults=(1, 2, 4, 8, 8),
+        num_res_blocks=2, attention_resolutions=(64,), batch_size=64, steps=dict(t2i=500_000, ssr=500_000),
     ),
 }
 
 
 def _parse_arg(arg: str) -> dict[str, str]:
-  """Parses `stage=base,size=tiny` into a dict, rejecting unknown keys."""
+  """Parses `stage=base,size=tiny[,sr=1]` into a dict, rejecting unknown keys and values."""
   parsed = {'stage': 'base', 'size': 'tiny'}
   for item in filter(None, (arg or '').split(',')):
     key, sep, value = item.partition('=')
-    if not sep or key not in parsed:
-      raise ValueError(f'config argument {item!r}: expected stage=<{"|".join(STAGES)}> or '
-                       f'size=<{"|".join(SIZES)}>, comma-separated')
+    if not sep or key not in (*parsed, 'sr'):
+      raise ValueError(f'config argument {item!r}: expected stage=<{"|".join(STAGES)}>, '
+                       f'size=<{"|".join(SIZES)}> or sr=<0|1>, comma-separated')
     parsed[key] = value
   if parsed['stage'] not in STAGES:
     raise ValueError(f'config argument stage={parsed["stage"]!r}: must be one of {STAGES}')
   if parsed['size'] not in SIZES:
     raise ValueError(f'config argument size={parsed["size"]!r}: must be one of {tuple(SIZES)}')
+  parsed.setdefault('sr', '1' if parsed['stage'] == 'ssr' else '0')
+  allowed = {'t2i': ('0', '1'), 'base': ('0',), 'ssr': ('1',), 'conditional': ('0',)}[parsed['stage']]
+  if parsed['sr'] not in allowed:
+    raise ValueError(f'config argument sr={parsed["sr"]!r}: stage {parsed["stage"]} allows {allowed}')
   return parsed
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   args = _parse_arg(arg)
-  size = SIZES[args['size']]
+  sr = args['sr'] == '1'
+  size = {**SIZES[args['size']], **(SR_SIZES[args['size']] if sr else {})}
   num_levels = len(size['channel_mults'])
   c = ml_collections.ConfigDict()
   c.stage = args['stage']
@@ -68,15 +96,16 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
   c.model = ml_collections.ConfigDict(dict(
       image_size=size['image_size'],
-      # Frames per clip; the t2i stage trains on single frames (num_frames is ignored there).
+      # Frames per clip; the t2i stage trains on single frames (num_frames is ignored there), the ssr stage on
+      # windows of sr.window frames (num_frames: the clip length it upsamples when sampling its own test clips).
       num_frames=size['num_frames'],
       in_channels=3,
       out_channels=3,
       # Channels of a conditioning video concatenated to the noisy input (0: none; super-resolution: 3, the upsampled
       # low-res clip; the conditional stage: 4, masked video and mask) and whether its noise-augmentation level is
       # an input of the model.
-      cond_channels=0,
-      cond_noise_level=False,
+      cond_channels=3 if sr else 4 if args['stage'] == 'conditional' else 0,
+      cond_noise_level=sr,
       channels=size['channels'],
       channel_mults=size['channel_mults'],
       num_res_blocks=size['num_res_blocks'],
@@ -85,13 +114,16 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       num_heads=size['num_heads'],
       norm_groups=size['norm_groups'],
       dropout=0.0,
-      # One flag per spatial resize (len(channel_mults) - 1): whether a temporal down/up-sampling follows it.
-      temporal_downsample=(True,) * (num_levels - 1),
-      # Temporal self-attention blocks stacked at the coarsest level (the bottleneck).
-      temporal_attention_depth=size['temporal_attention_depth'],
+      # One flag per spatial resize (len(channel_mults) - 1): whether a temporal down/up-sampling follows it. The SSR
+      # has none: it runs on windows of any length.
+      temporal_downsample=(not sr,) * (num_levels - 1),
+      # Temporal self-attention blocks stacked at the coarsest level (the bottleneck). 0: (2+1)D convolutions there
+      # too, as in the SSR, which inflates the image SR model with temporal convolutions only.
+      temporal_attention_depth=0 if sr else size['temporal_attention_depth'],
       dtype='float32',  # compute dtype; parameters are always float32
       remat_policy='none',  # 'none' or a name in jax.checkpoint_policies, e.g. 'nothing_saveable'
-      # base stage: t2i workdir (latest checkpoint) or a checkpoint step directory to take spatial weights from.
+      # base / ssr stage: t2i (ssr: image SR, `stage=t2i,sr=1`) workdir (latest checkpoint) or a checkpoint step
+      # directory to take spatial weights from; conditional stage: a base run, every weight (models/widen.py).
       init_from='',
   ))
 
@@ -116,6 +148,25 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # Added to the cosine log-SNR (Hoogeboom et al. 2023 use 2*log(64/resolution)); 0 = plain cosine.
       logsnr_shift=0.0,
       text_dropout=0.1,  # fraction of training captions replaced by the empty caption (classifier-free guidance)
+  ))
+
+  # Super-resolution (stage ssr; t2i with sr=1). The model reads the high-res clip's area down-sampling by `factor`,
+  # bilinearly up-sampled back, concatenated to its input; noise-conditioning augmentation noises it to a time drawn
+  # uniformly in [0, train_augment] in training and to `sample_augment` when sampling (0 = clean), the level being an
+  # input of the model. `window` frames per model call (training clips; MultiDiffusion windows, `overlap` frames
+  # shared by consecutive ones).
+  c.sr = ml_collections.ConfigDict(dict(
+      factor=size['sr_factor'] if sr else 0,  # 0: not a super-resolution model
+      train_augment=0.5,
+      sample_augment=0.1,
+      window=size['window'] if sr else 0,
+      overlap=size['overlap'] if sr else 0,
+  ))
+
+  # Conditional stage: per training clip a mask kind (data/masks.py) drawn with probability proportional to these
+  # weights (our choice; the paper does not publish its mixture). `unconditional` keeps plain text-to-video alive.
+  c.conditional = ml_collections.ConfigDict(dict(
+      i2v=0.3, inpaint_box=0.2, inpaint_stroke=0.2, cinemagraph=0.15, unconditional=0.15,
   ))
 
   c.sample = ml_collections.ConfigDict(dict(
@@ -166,13 +217,27 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       grad_clip=1.0,
       ema_decay=0.999 if args['size'] != 'tiny' else 0.99,
       # Which parameters the optimizer updates: 'unet' (all but the text encoder), 'all', 'temporal' (the STUNet's
-      # new temporal layers only) or a regex over parameter paths. The text encoder stays frozen by default, as the
-      # paper's T5 does: trained on single frames (t2i), the built-in one learns to erase the words about motion
-      # that the base stage needs (BENCHMARKS.md, demo), while its random initial features keep every word apart.
-      trainable='temporal' if args['stage'] == 'base' else 'unet',
+      # new temporal layers only), 'conditional' (those and the widened input convolution) or a regex over parameter
+      # paths. The text encoder stays frozen by default, as the paper's T5 does: trained on single frames (t2i), the
+      # built-in one learns to erase the words about motion that the base stage needs (BENCHMARKS.md, demo), while
+      # its random initial features keep every word apart.
+      trainable={'t2i': 'unet', 'conditional': 'conditional'}.get(args['stage'], 'temporal'),
       log_every=25,
       checkpoint_every=200,
       keep_checkpoints=3,
+      # A step with a NaN/Inf loss or gradient leaves parameters, optimizer and EMA unchanged: 'skip' counts it and
+      # goes on (stopping after `max_nonfinite_in_a_row` such steps in a row), 'stop' ends the job at the first one.
+      nonfinite='skip',
+      max_nonfinite_in_a_row=10,
+  ))
+
+  # A small FVD during training: every `fvd_every_steps` steps (0 = never), `fvd_num_videos` videos of the UCF101
+  # zero-shot protocol (configs/eval_ucf101.py: class-frequency prompts, the first 16 frames or all if fewer) against
+  # the train-split statistics of the UCF101 copy at `fvd_ucf101_dir` (official layout), cached on first use.
+  c.eval = ml_collections.ConfigDict(dict(
+      fvd_every_steps=0,
+      fvd_num_videos=256,
+      fvd_ucf101_dir='',
   ))
 
   # Mesh axes and sizes; -1 takes the devices that are left. Data parallelism runs over `data` and `fsdp`.

@@ -13,8 +13,10 @@ import pathlib
 import jax
 import ml_collections
 
+from lumiere_jax import models
 from lumiere_jax.data import tokenizers
 from lumiere_jax.data.transforms import CROPS, SHORT_CLIP_POLICIES
+from lumiere_jax.eval import i3d, zero_shot
 from lumiere_jax.models import t5, t5_weights
 from lumiere_jax.models.stunet import temporal_downsample_factor
 from lumiere_jax.parallel import mesh as mesh_lib
@@ -22,6 +24,7 @@ from lumiere_jax.parallel import mesh as mesh_lib
 CONFIG_FILE = pathlib.Path(__file__).resolve().parent.parent / 'configs' / 'lumiere.py'
 DTYPES = ('float32', 'bfloat16')
 SAMPLERS = ('ddim', 'ancestral')
+NONFINITE_POLICIES = ('skip', 'stop')
 TEXT_ENCODERS = ('builtin', 't5')
 
 
@@ -92,10 +95,43 @@ def _model_errors(config):
     yield 'model.dropout', f'{m.dropout} is outside [0, 1)'
   if m.cond_channels < 0:
     yield 'model.cond_channels', f'{m.cond_channels} must be >= 0'
-  if (m.cond_channels or m.cond_noise_level) and config.stage in ('t2i', 'base'):
-    yield 'model.cond_channels', f'stage {config.stage} feeds the model no conditioning video; keep 0 and False'
+  want = models.stage_conditioning(config) or models.Conditioning('no conditioning video', 0, False)
+  if (m.cond_channels, m.cond_noise_level) != (want.channels, want.noise_level):
+    yield 'model.cond_channels', (
+        f'stage {config.stage} (sr.factor={config.sr.factor}) feeds the model {want.name}: needs cond_channels='
+        f'{want.channels} and cond_noise_level={want.noise_level}, got {m.cond_channels} and {m.cond_noise_level}')
   if m.init_from and config.stage == 't2i':
-    yield 'model.init_from', 'only the base stage initialises from a t2i checkpoint'
+    yield 'model.init_from', 'only the base and ssr stages initialise from a t2i checkpoint'
+
+
+def _sr_errors(config):
+  """The super-resolution section: sr.factor only for SR models; the windows of the ssr stage."""
+  sr, m = config.sr, config.model
+  if config.stage == 'base' and sr.factor:
+    yield 'sr.factor', f'{sr.factor}: the base stage is no super-resolution model; keep 0'
+  if config.stage == 'ssr' and sr.factor < 1:
+    yield 'sr.factor', f'{sr.factor}: the ssr stage needs the low-res to high-res ratio, >= 1'
+  if sr.factor < 0 or (sr.factor and m.image_size % sr.factor):
+    yield 'sr.factor', f'{sr.factor} does not divide model.image_size={m.image_size} into a low-res size'
+  for name in ('train_augment', 'sample_augment'):
+    if not 0 <= sr[name] <= 1:
+      yield f'sr.{name}', f'{sr[name]} is not a diffusion time in [0, 1]'
+  if config.stage != 'ssr':
+    return
+  if not 1 <= sr.window <= m.num_frames:
+    yield 'sr.window', f'{sr.window} must be in [1, model.num_frames={m.num_frames}]'
+  if not 0 <= sr.overlap < sr.window:
+    yield 'sr.overlap', f'{sr.overlap} must be in [0, sr.window={sr.window})'
+  if any(m.temporal_downsample):
+    yield 'model.temporal_downsample', (f'{m.temporal_downsample}: the SSR has no temporal resampling (it runs on '
+                                        'windows of any length); all False')
+
+
+def _conditional_errors(config):
+  """The conditional stage's mask mixture: one weight per mask kind, >= 0, not all 0."""
+  weights = dict(config.conditional.items())
+  if config.stage == 'conditional' and (min(weights.values()) < 0 or not sum(weights.values()) > 0):
+    yield 'conditional', f'mask weights {weights} must be >= 0 and not all 0'
 
 
 def _text_errors(config):
@@ -164,6 +200,8 @@ def _range_errors(config):
       ('train.log_every', t.log_every >= 1, 'must be >= 1'),
       ('train.checkpoint_every', t.checkpoint_every >= 1, 'must be >= 1'),
       ('train.keep_checkpoints', t.keep_checkpoints >= 1, 'must be >= 1'),
+      ('train.nonfinite', t.nonfinite in NONFINITE_POLICIES, f'must be one of {NONFINITE_POLICIES}'),
+      ('train.max_nonfinite_in_a_row', t.max_nonfinite_in_a_row >= 1, 'must be >= 1'),
       ('train.trainable', not (config.stage == 't2i' and t.trainable == 'temporal'),
        'the t2i stage has no temporal parameters; use "all"'),
       ('mesh.max_replicated_fraction', 0 <= config.mesh.max_replicated_fraction <= 1, 'must be in [0, 1]'),
@@ -171,6 +209,23 @@ def _range_errors(config):
   for field, ok, problem in checks:
     if not ok:
       yield field, f'{config[field.split(".")[0]][field.split(".")[1]]!r} {problem}'
+
+
+def _eval_errors(config):
+  """The in-training FVD: a text-to-video stage, clips I3D can read and a UCF101 copy to compare with."""
+  e = config.eval
+  if e.fvd_every_steps < 0:
+    yield 'eval.fvd_every_steps', f'{e.fvd_every_steps} must be >= 0 (0: never)'
+  if e.fvd_every_steps <= 0:
+    return
+  if e.fvd_num_videos < 2:
+    yield 'eval.fvd_num_videos', f'{e.fvd_num_videos} must be >= 2 (a covariance needs two videos)'
+  if config.stage != 'base':
+    yield 'eval.fvd_every_steps', f'stage {config.stage} does not generate videos from text alone; only base does'
+  if config.model.num_frames < i3d.MIN_FRAMES:
+    yield 'eval.fvd_every_steps', f'model.num_frames={config.model.num_frames}: I3D needs >= {i3d.MIN_FRAMES} frames'
+  if not (pathlib.Path(e.fvd_ucf101_dir) / 'ucfTrainTestlist' / 'classInd.txt').is_file():
+    yield 'eval.fvd_ucf101_dir', f'{e.fvd_ucf101_dir!r} is not a UCF101 root (no ucfTrainTestlist/classInd.txt)'
 
 
 def _mesh_errors(config, num_devices, num_processes):
@@ -195,7 +250,26 @@ def validate(config, num_devices: int | None = None, num_processes: int | None =
   """Raises ConfigError listing every invalid field; call before building or compiling anything."""
   num_devices = jax.device_count() if num_devices is None else num_devices
   num_processes = jax.process_count() if num_processes is None else num_processes
-  errors = [*_model_errors(config), *_text_errors(config), *_range_errors(config),
-            *_mesh_errors(config, num_devices, num_processes)]
+  errors = [*_model_errors(config), *_sr_errors(config), *_conditional_errors(config), *_text_errors(config),
+            *_range_errors(config), *_eval_errors(config), *_mesh_errors(config, num_devices, num_processes)]
   if errors:
     raise ConfigError('invalid config:\n' + '\n'.join(f'  config.{field}: {problem}' for field, problem in errors))
+
+
+def validate_eval(config) -> None:
+  """Raises ConfigError listing every invalid field of an evaluation config (configs/eval_ucf101.py)."""
+  c = config
+  checks = [
+      ('num_videos', c.num_videos >= 2, 'must be >= 2 (a covariance needs two videos)'),
+      ('frames', c.frames >= i3d.MIN_FRAMES, f'must be >= {i3d.MIN_FRAMES} (I3D pools time by 8, then by 2)'),
+      ('real_set', c.real_set in zero_shot.REAL_SETS, f'must be one of {tuple(zero_shot.REAL_SETS)}'),
+      ('real_fps', c.real_fps > 0, 'must be > 0'),
+      ('chunk_size', c.chunk_size >= 1, 'must be >= 1'),
+      ('is_splits', c.is_splits >= 1, 'must be >= 1'),
+      ('prompts', pathlib.Path(c.prompts).is_file(), 'is not a file'),
+      ('sample_steps', c.sample_steps is None or c.sample_steps >= 1, 'must be >= 1 (unset: the run\'s)'),
+      ('guidance', c.guidance is None or c.guidance >= 0, 'must be >= 0 (unset: the run\'s)'),
+  ]
+  errors = [f'  config.{field}: {c[field]!r} {problem}' for field, ok, problem in checks if not ok]
+  if errors:
+    raise ConfigError('invalid evaluation config:\n' + '\n'.join(errors))

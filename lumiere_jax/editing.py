@@ -22,8 +22,8 @@ def sdedit(sample_from: Callable[[jax.Array, float], jax.Array], video: jax.Arra
   """Edits `video` (B, ...) in [-1, 1] with SDEdit.
 
   Args:
-    sample_from: (z at t_start, t_start) -> denoised clip, e.g. `functools.partial(samplers.sample, denoise_fn, ...)`
-      with its `t_start` argument bound by keyword.
+    sample_from: (z at t_start, t_start) -> denoised clip, e.g.
+      `lambda z, t: samplers.sample(denoise_fn, z, ..., t_start=t)`.
     video: the clip to edit.
     noise: standard normal like `video` (the seed's noise).
     schedule: the model's noise schedule.

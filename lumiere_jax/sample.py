@@ -2,6 +2,14 @@
 
 Classifier-free guidance pairs each caption with the empty caption (zero embeddings, empty mask: what text dropout
 trains). The sampler, steps, guidance and thresholding come from the run's `config.sample`, overridable by flags.
+
+Super-resolution models (`models.stage_conditioning`) also take the low-res clips they upsample: bilinearly upsampled,
+noised once per clip to `sr.sample_augment` (noise-conditioning augmentation, the level told to the model) and shared
+by both guidance branches. The SSR runs on windows of `sr.window` frames overlapping by `sr.overlap`, reconciled at
+every step by MultiDiffusion (`diffusion/multidiffusion.py`); the sampler's noise is drawn once for the whole clip.
+
+The conditional stage reads a given clip and mask (`conditional.py`; nothing given: text-to-video) and keeps the given
+pixels in its output; any video stage edits a clip by SDEdit (`edit`, `strength`).
 """
 
 import pathlib
@@ -11,41 +19,138 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lumiere_jax.data import tokenizers, video
-from lumiere_jax.diffusion import guidance, samplers, schedules
+from lumiere_jax import conditional, editing, models
+from lumiere_jax.data import synthetic, tokenizers, transforms, video
+from lumiere_jax.diffusion import guidance, losses, multidiffusion, samplers, schedules, superres
 from lumiere_jax.models.params import ModelSpec
+from lumiere_jax.parallel import mesh as mesh_lib
 
 
-def clip_shape(config) -> tuple[int, int, int, int]:
-  """(frames, height, width, channels) the model generates: single frames for t2i, clips otherwise."""
+def clip_shape(config, num_frames: int | None = None) -> tuple[int, int, int, int]:
+  """(frames, height, width, channels) the model generates: single frames for t2i, clips otherwise.
+
+  `num_frames` (an SR model's: its low-res input's) replaces the config's frame count.
+  """
   m = config.model
-  return (1 if config.stage == 't2i' else m.num_frames), m.image_size, m.image_size, m.out_channels
+  frames = num_frames or (1 if config.stage == 't2i' else m.num_frames)
+  return frames, m.image_size, m.image_size, m.out_channels
 
 
-def make_sampler(spec: ModelSpec, config):
-  """A jitted `(params, tokens, token_mask, rng) -> videos float32 (N, T, H, W, C) in [-1, 1]`."""
+def lowres_size(config) -> int:
+  """Side of the low-res frames an SR model upsamples."""
+  return config.model.image_size // config.sr.factor
+
+
+def check_lowres(config, shape: tuple[int, ...]) -> None:
+  """Raises ValueError naming the problem when `config`'s SR model cannot upsample clips of `shape`."""
+  size = lowres_size(config)
+  if len(shape) != 5 or tuple(shape[2:]) != (size, size, 3):
+    raise ValueError(f'low-res input of shape {tuple(shape)}: this model (model.image_size={config.model.image_size}, '
+                     f'sr.factor={config.sr.factor}) upsamples (N, frames, {size}, {size}, 3) clips')
+  if config.stage == 'ssr' and shape[1] < config.sr.window:
+    raise ValueError(f'sr.window={config.sr.window} is longer than the {shape[1]}-frame clip to upsample')
+
+
+def _superres_context(config, lowres, rng, schedule) -> dict:
+  """The SR conditioning inputs for low-res clips (N, T, h, w, 3) in [-1, 1], noised to `sr.sample_augment`."""
+  height, width = config.model.image_size, config.model.image_size
+  condition = superres.upsample(jnp.asarray(lowres, jnp.float32), height, width)
+  logsnr = jnp.full(lowres.shape[:1], schedule.logsnr(config.sr.sample_augment), jnp.float32)
+  noised = losses.add_noise(condition, jax.random.normal(rng, condition.shape), logsnr)
+  return dict(conditioning=noised, conditioning_logsnr=logsnr)
+
+
+def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None):
+  """A jitted `(params, tokens, token_mask, rng[, lowres][, given=, edit=]) -> videos float32 (N, T, H, W, C) in
+  [-1, 1]`.
+
+  SR models take `lowres` float (N, T, H / sr.factor, W / sr.factor, 3) in [-1, 1] (check it with `check_lowres`).
+  The conditional stage takes `given` = (clip float (N, T, H, W, 3) in [-1, 1], mask (N, T, H, W, 1), 1 = given):
+  its conditioning input, and the output keeps the given pixels (`conditional.keep_given`). `edit` (N, T, H, W, 3)
+  in [-1, 1] is a clip to edit by SDEdit at `strength` (`editing.sdedit`) instead of sampling from noise. With
+  `mesh`, the SSR's MultiDiffusion windows are spread over its data-parallel devices (when they divide evenly).
+  """
   s = config.sample
   schedule = schedules.Schedule.from_config(config.diffusion)
+  superresolution = models.stage_conditioning(config) == models.SUPERRES
 
-  def sample(params, tokens, token_mask, rng):
+  def sample(params, tokens, token_mask, rng, lowres=None, given=None, edit=None):
     model = spec.merge(params)
+    rng_noise, rng_steps, rng_condition = jax.random.split(rng, 3)
     text_emb = model.encode_text(tokens, token_mask)
-    empty = (jnp.zeros_like(text_emb), jnp.zeros_like(token_mask))
-    denoise = guidance.classifier_free_guidance(
-        lambda z, logsnr, text: model(z, logsnr, *text), (text_emb, token_mask), empty, s.guidance)
-    rng_noise, rng_steps = jax.random.split(rng)
-    noise = jax.random.normal(rng_noise, (tokens.shape[0], *clip_shape(config)), jnp.float32)
-    return samplers.sample(denoise, noise, schedule=schedule, steps=s.steps, sampler=s.sampler, eta=s.eta,
-                           rng=rng_steps, dynamic_threshold=s.dynamic_threshold)
+    context = dict(text_emb=text_emb, text_mask=token_mask)
+    if superresolution:
+      context.update(_superres_context(config, lowres, rng_condition, schedule))
+    if given is not None:
+      context['conditioning'] = conditional.model_input(*given)
+    shape = (tokens.shape[0], *clip_shape(config, lowres.shape[1] if superresolution else None))
+    denoise_with_context = lambda z, logsnr, context: model(z, logsnr, **context)  # noqa: E731
+    if config.stage == 'ssr':
+      denoise_with_context = multidiffusion.windowed(
+          denoise_with_context, num_frames=shape[1], window=config.sr.window, overlap=config.sr.overlap,
+          frame_inputs={name: name == 'conditioning' for name in context},
+          window_sharding=_window_sharding(mesh, config, shape))
+    empty = dict(context, text_emb=jnp.zeros_like(text_emb), text_mask=jnp.zeros_like(token_mask))
+    denoise = guidance.classifier_free_guidance(denoise_with_context, context, empty, s.guidance)
+    noise = jax.random.normal(rng_noise, shape, jnp.float32)
+    walk = lambda z, t_start: samplers.sample(  # noqa: E731
+        denoise, z, schedule=schedule, steps=s.steps, sampler=s.sampler, eta=s.eta, rng=rng_steps,
+        dynamic_threshold=s.dynamic_threshold, t_start=t_start)
+    videos = walk(noise, 1.0) if edit is None else editing.sdedit(walk, edit, noise, schedule=schedule,
+                                                                  strength=strength)
+    return videos if given is None else conditional.keep_given(videos, *given)
 
   return jax.jit(sample)
 
 
-def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int = 0, sampler=None) -> np.ndarray:
-  """uint8 videos (N, T, H, W, C) for the prompts; pass `sampler` (from make_sampler) to reuse its compilation."""
+def _window_sharding(mesh, config, shape):
+  """The stacked windows (windows x guidance branches x clips) split over the mesh's batch axes, if they divide."""
+  if mesh is None:
+    return None
+  branches = 1 if config.sample.guidance == 1 else 2  # guidance.classifier_free_guidance doubles the batch
+  windows = len(multidiffusion.window_starts(shape[1], config.sr.window, config.sr.overlap)) * branches * shape[0]
+  if windows % mesh_lib.data_parallel_size(mesh):
+    return None
+  return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh_lib.BATCH_AXES))
+
+
+def training_lowres(config, count: int, seed: int = 0) -> np.ndarray:
+  """uint8 low-res clips for an SR model's samples during training, where no base model is at hand: synthetic
+  moving shapes (`data/synthetic.py`) at the low-res size, one per prompt."""
+  rng = np.random.default_rng(seed)
+  frames = clip_shape(config)[0]
+  return np.stack([synthetic.make_clip(rng, lowres_size(config), frames)[0][:frames] for _ in range(count)])
+
+
+def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int = 0, sampler=None,
+             lowres: np.ndarray | None = None, given: tuple[np.ndarray, np.ndarray] | None = None,
+             edit: np.ndarray | None = None, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None
+             ) -> np.ndarray:
+  """uint8 videos (N, T, H, W, C) for the prompts; pass `sampler` (from make_sampler) to reuse its compilation.
+
+  An SR model upsamples `lowres`, uint8 (N, T, h, w, 3) (default: `training_lowres`). The conditional stage reads
+  `given` = (clip uint8 (T, H, W, 3), mask (T, H, W, 1), 1 = given), the same for every prompt (default: nothing
+  given, plain text-to-video; `conditional.read_inputs` makes it). `edit`, uint8 (T, H, W, 3), is edited by SDEdit
+  at `strength` instead. `mesh` spreads an SSR's windows over devices (`make_sampler`).
+  """
   tokens, mask = tokenizers.build_tokenizer(config.text).encode(list(prompts))
-  sampler = sampler or make_sampler(spec, config)
-  videos = sampler(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed))
+  sampler = sampler or make_sampler(spec, config, strength, mesh)
+  per_prompt = lambda x: jnp.broadcast_to(jnp.asarray(x), (len(prompts), *np.shape(x)))  # noqa: E731
+  kwargs = {} if edit is None else dict(edit=per_prompt(transforms.normalize(np.asarray(edit))))
+  if models.stage_conditioning(config) == models.MASKED:
+    frames, height, width, _ = clip_shape(config)
+    clip, keep = given or (np.zeros((frames, height, width, 3), np.uint8), np.zeros((frames, height, width, 1)))
+    kwargs['given'] = (per_prompt(transforms.normalize(np.asarray(clip))), per_prompt(np.asarray(keep, np.float32)))
+  elif given is not None:
+    raise ValueError(f'stage {config.stage} reads no given clip and mask; the conditional stage does')
+  args = ()
+  if models.stage_conditioning(config) == models.SUPERRES:
+    lowres = training_lowres(config, len(prompts), seed) if lowres is None else np.asarray(lowres)
+    check_lowres(config, lowres.shape)
+    if len(lowres) != len(prompts):
+      raise ValueError(f'{len(lowres)} low-res clips for {len(prompts)} prompts')
+    args = (jnp.asarray(transforms.normalize(lowres)),)
+  videos = sampler(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed), *args, **kwargs)
   return np.asarray(jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
 
 

@@ -1,6 +1,13 @@
 """The smallest configs the tests train: 16x16 frames, two levels, tiny widths, a 16-clip synthetic set."""
 
+import jax
+from flax import nnx
+
 from lumiere_jax import config as config_lib
+from lumiere_jax import models
+from lumiere_jax.models import params as params_lib
+from lumiere_jax.parallel import mesh as mesh_lib
+from lumiere_jax.train import state as state_lib
 
 
 def micro_config(stage='base', data_dir=None, **overrides):
@@ -22,3 +29,18 @@ def micro_config(stage='base', data_dir=None, **overrides):
     config[section][name] = value
   config.lock()
   return config
+
+
+def one_device_setup(config) -> state_lib.TrainSetup:
+  return state_lib.TrainSetup.create(config, mesh_lib.make_mesh(config.mesh, jax.devices()[:1]))
+
+
+def perturbed(params: dict, scale: float, seed: int) -> dict:
+  """Every parameter plus noise: zero-initialised layers would otherwise hide what they are fed."""
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(params))
+  return {k: p + scale * jax.random.normal(key, p.shape) for (k, p), key in zip(sorted(params.items()), keys)}
+
+
+def trained_looking_params(config) -> dict:
+  """The initial flat parameters of `config`'s model, perturbed: a stand-in for a trained checkpoint."""
+  return perturbed(params_lib.flat_params(models.build_model(config, rngs=nnx.Rngs(0))), 0.1, seed=1)

@@ -21,7 +21,8 @@ def perturbed(model: UNet) -> UNet:
   params = nnx.state(model, nnx.Param)
   leaves, treedef = jax.tree.flatten(params)
   keys = jax.random.split(jax.random.PRNGKey(2), len(leaves))
-  nnx.update(model, jax.tree.unflatten(treedef, [p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]))
+  noisy = [p + 0.2 * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  nnx.update(model, jax.tree.unflatten(treedef, noisy))
   return model
 
 

@@ -168,6 +168,6 @@ def test_dropout_only_with_rngs():
 def test_unknown_stage_is_rejected():
   config = micro_config('t2i')
   config.unlock()
-  config.stage = 'ssr'
+  config.stage = 'video2audio'
   with pytest.raises(ValueError, match='stage'):
     models.build_model(config, rngs=nnx.Rngs(0))

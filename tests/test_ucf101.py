@@ -21,20 +21,25 @@ def _write_avi(path, frames=20, size=(24, 32), level=0):
     container.mux(stream.encode())
 
 
-@pytest.fixture()
-def root(tmp_path):
-  lists = tmp_path / 'ucfTrainTestlist'
-  lists.mkdir()
+def write_ucf101(directory):
+  """A miniature UCF101 root: CLASSES with 2, 3, 4 clips (20 frames, 24x32); the first of each in the test list."""
+  lists = directory / 'ucfTrainTestlist'
+  lists.mkdir(parents=True)
   (lists / 'classInd.txt').write_text(''.join(f'{i + 1} {name}\r\n' for i, name in enumerate(CLASSES)))
   train, test = [], []
   for label, name in enumerate(CLASSES):
     for group in range(1, 3 + label):  # 2, 3, 4 clips per class
       relative = f'{name}/v_{name}_g{group:02d}_c01.avi'
-      _write_avi(tmp_path / 'UCF-101' / relative, level=40 * label)
+      _write_avi(directory / 'UCF-101' / relative, level=40 * label)
       (train if group > 1 else test).append(relative)
   (lists / 'trainlist01.txt').write_text(''.join(f'{r} {CLASSES.index(r.split("/")[0]) + 1}\n' for r in train))
   (lists / 'testlist01.txt').write_text(''.join(f'{r}\n' for r in test))
-  return tmp_path
+  return directory
+
+
+@pytest.fixture()
+def root(tmp_path):
+  return write_ucf101(tmp_path)
 
 
 def test_classes_splits_and_frequencies(root):

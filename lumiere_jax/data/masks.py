@@ -8,8 +8,9 @@ clip, so given pixels are the data and free ones are 0 (mid-grey in [-1, 1]).
 - `i2v`: frame 0 given, the rest free.
 - `inpaint_box` / `inpaint_stroke`: a random box, or free-form thick strokes, free; static, or moving in a straight
   line across the frames (half of the time each); everything else given.
-- `cinemagraph`: the first frame repeated over time and given outside a random box; inside it, free. The target is
-  that still outside the box and the real clip inside, so the model learns to animate only the region.
+- `cinemagraph`: the first frame repeated over time, given whole on frame 0 and outside a random box on the others;
+  inside the box (frames 1 on), free. The target is that still outside the box and the real clip inside, so the
+  model learns to animate only the region, starting from the image itself.
 - `unconditional`: all free (mask 0), so one model also serves plain text-to-video.
 """
 
@@ -62,6 +63,8 @@ def free_region(kind: str, frames: int, height: int, width: int, rng: np.random.
     free[:, top:top + box_h, left:left + box_w] = True
     if kind == 'inpaint_box' and rng.random() < 0.5:
       free = _moving(free[0], frames, rng)
+    if kind == 'cinemagraph':
+      free[0] = False  # the image itself is frame 0
   elif kind == 'inpaint_stroke':
     strokes = _strokes(rng, height, width)
     free = _moving(strokes, frames, rng) if rng.random() < 0.5 else np.broadcast_to(strokes, free.shape).copy()

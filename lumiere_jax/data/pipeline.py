@@ -8,9 +8,10 @@ window and crop seeded by element index, so resume is exact) -> thread prefetch 
 
 Batches are dicts of NumPy arrays: `video` uint8 (b, T, H, W, 3) (normalised to [-1, 1] inside the jitted step, so
 worker processes, the host and the host-to-device copy move a quarter of float32's bytes), `tokens` int32 (b, L) and
-`token_mask` bool (b, L), with b = train.batch_size // process_count and T = 1 for the t2i stage (one random frame
-per clip), model.num_frames otherwise. With `data.text_embeddings`, `text_emb` float32 (b, L, D) (the records'
-precomputed encoder outputs, zero-padded) replaces `tokens` and the text encoder is not run.
+`token_mask` bool (b, L), with b = train.batch_size // process_count and T = `clip_frames(config)`. With
+`data.text_embeddings`, `text_emb` float32 (b, L, D) (the records' precomputed encoder outputs, zero-padded) replaces
+`tokens` and the text encoder is not run. The conditional stage adds `cond_mask` uint8 (b, T, H, W, 1)
+(`ClipTransform`).
 """
 
 import collections
@@ -20,7 +21,7 @@ import dataclasses
 import grain
 import numpy as np
 
-from lumiere_jax.data import records, sources, tokenizers, transforms, video
+from lumiere_jax.data import masks, records, sources, tokenizers, transforms, video
 
 
 class BadDataError(RuntimeError):
@@ -32,7 +33,9 @@ class ClipTransform(grain.transforms.RandomMap):
   """Source element -> model-ready example, or a marker `{'bad': reason, 'error': message}` for a bad record.
 
   Training takes a random start and crop (`crop='random'`); evaluation (`train=False`) the first frames and the
-  centre. With `text_width` set, the record's precomputed caption embeddings replace the tokens.
+  centre. With `text_width` set, the record's precomputed caption embeddings replace the tokens. With `mask_weights`
+  ((kind, weight) pairs, the conditional stage) each clip gets a mask of a kind drawn by weight: `cond_mask` uint8
+  (T, H, W, 1), 1 = given, and `video` becomes the mask's target (`masks.condition`: the cinemagraph's still).
   """
 
   parse: Callable[[object], dict]
@@ -44,12 +47,17 @@ class ClipTransform(grain.transforms.RandomMap):
   crop: str = 'center'
   short_clips: str = 'skip'
   text_width: int = 0
+  mask_weights: tuple[tuple[str, float], ...] = ()
 
   def random_map(self, element, rng: np.random.Generator) -> dict:
     try:
-      return self._example(self.parse(element), rng if self.train else None)
+      example = self._example(self.parse(element), rng if self.train else None)
     except records.BadRecordError as e:
       return {'bad': e.reason, 'error': str(e)}
+    if self.mask_weights:
+      target, _, mask = masks.condition(example['video'], masks.pick_kind(dict(self.mask_weights), rng), rng)
+      example.update(video=target, cond_mask=mask.astype(np.uint8))
+    return example
 
   def _frames(self, record: dict, rng: np.random.Generator | None) -> np.ndarray:
     """The clip's uint8 frames at `fps`, decoding only as far as the last one needs."""
@@ -125,6 +133,12 @@ class BatchIterator(grain.DatasetIterator):
     self._example = state['bad_example']
 
 
+def clip_frames(config) -> int:
+  """Frames per training example: one random frame for t2i, a random window of sr.window frames for the SSR (its
+  low-res input is made from the same frames in the train step), model.num_frames for the base stage."""
+  return {'t2i': 1, 'ssr': config.sr.window}.get(config.stage, config.model.num_frames)
+
+
 def local_batch_size(config, process_count: int) -> int:
   """This process's share of `train.batch_size`."""
   if config.train.batch_size % process_count:
@@ -168,9 +182,10 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     ds = ds.repeat()
   transform = ClipTransform(
       parse=parse, image_size=config.model.image_size,
-      num_frames=1 if config.stage == 't2i' else config.model.num_frames, fps=config.data.fps,
+      num_frames=clip_frames(config), fps=config.data.fps,
       tokenizer=tokenizers.build_tokenizer(config.text), train=train, crop=config.data.crop if train else 'center',
-      short_clips=config.data.short_clips, text_width=config.text.width if config.data.text_embeddings else 0)
+      short_clips=config.data.short_clips, text_width=config.text.width if config.data.text_embeddings else 0,
+      mask_weights=tuple(config.conditional.items()) if config.stage == 'conditional' else ())
   ds = ds.random_map(transform, seed=config.data.shuffle_seed)
   # Decoding threads per process; the buffer holds about a batch so large clips do not pile up in memory.
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=batch_size))

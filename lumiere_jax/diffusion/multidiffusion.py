@@ -24,34 +24,46 @@ def window_starts(num_frames: int, window: int, overlap: int) -> tuple[int, ...]
   return tuple(starts)
 
 
-def windowed(denoise_with_text, *, num_frames: int, window: int, overlap: int, window_sharding=None):
+def windowed(denoise_with_context, *, num_frames: int, window: int, overlap: int, frame_inputs=None,
+             window_sharding=None):
   """Wraps a window model into one over the whole clip, with the same signature.
 
   Args:
-    denoise_with_text: (z (B, W, ...), logsnr (B,), text pytree with leading axis B) -> v (B, W, ...).
+    denoise_with_context: (z (B, W, ...), logsnr (B,), context pytree with leading axis B) -> v (B, W, ...).
     num_frames: T, the clip length the wrapper is called with.
     window: W, frames per model call.
     overlap: O, frames shared by consecutive windows.
+    frame_inputs: a pytree prefix of the context, True over its per-frame inputs (B, T, ...) (e.g. the low-res clip
+      an SSR reads), which each window gets its own frames of; the rest (the caption) is per clip. None: all of it.
     window_sharding: optional sharding for the stacked windows (leading axis N*B), to spread them over devices.
 
   Returns:
-    (z (B, T, ...), logsnr (B,), text) -> v (B, T, ...), the per-frame average of the windows' predictions; for
-    one window covering the clip it is the model's output itself.
+    (z (B, T, ...), logsnr (B,), context) -> v (B, T, ...), the per-frame average of the windows' predictions (its
+    trailing shape is v's); for one window covering the clip it is the model's output itself.
   """
   starts = window_starts(num_frames, window, overlap)
   frames = np.asarray(starts)[:, None] + np.arange(window)  # (N, W) frame indices of every window
   coverage = np.bincount(frames.ravel(), minlength=num_frames).astype(np.float32)
   count = len(starts)
 
-  def denoise(z, logsnr, text):
-    batch, rest = z.shape[0], z.shape[2:]
-    windows = jnp.swapaxes(z[:, frames], 0, 1).reshape(count * batch, window, *rest)  # window-major
-    if window_sharding is not None:
-      windows = jax.lax.with_sharding_constraint(windows, window_sharding)
-    repeat = lambda x: jnp.tile(x, (count,) + (1,) * (x.ndim - 1))  # noqa: E731
-    v = denoise_with_text(windows, repeat(logsnr), jax.tree.map(repeat, text))
-    v = jnp.swapaxes(v.reshape(count, batch, window, *rest), 0, 1)
-    total = jnp.zeros(z.shape, v.dtype).at[:, frames].add(v)
-    return total / coverage.reshape((1, num_frames) + (1,) * len(rest))
+  def split(x):  # (B, T, ...) -> (N*B, W, ...), window-major
+    if x.shape[1] != num_frames:
+      raise ValueError(f'a per-frame input of shape {x.shape} for a clip of num_frames={num_frames}')
+    windows = jnp.swapaxes(x[:, frames], 0, 1).reshape(count * x.shape[0], window, *x.shape[2:])
+    return windows if window_sharding is None else jax.lax.with_sharding_constraint(windows, window_sharding)
+
+  def repeat(x):  # (B, ...) -> (N*B, ...), window-major
+    return jnp.tile(x, (count,) + (1,) * (x.ndim - 1))
+
+  def denoise(z, logsnr, context):
+    if frame_inputs is None:
+      context = jax.tree.map(repeat, context)
+    else:
+      context = jax.tree.map(lambda per_frame, part: jax.tree.map(split if per_frame else repeat, part),
+                             frame_inputs, context)
+    v = denoise_with_context(split(z), repeat(logsnr), context)
+    v = jnp.swapaxes(v.reshape(count, z.shape[0], window, *v.shape[2:]), 0, 1)
+    total = jnp.zeros((z.shape[0], num_frames, *v.shape[3:]), v.dtype).at[:, frames].add(v)
+    return total / coverage.reshape((1, num_frames) + (1,) * (v.ndim - 3))
 
   return denoise

@@ -71,7 +71,8 @@ def load_c3d(npz_path: str | pathlib.Path, mean_path: str | pathlib.Path) -> dic
       raise ValueError(f'{mean_path}: no key "mean" (has {means.files})')
     mean = means['mean']
   if mean.size != np.prod(MEAN_SHAPE):
-    raise ValueError(f'{mean_path}: mean has shape {mean.shape}, want {MEAN_SHAPE} (C, T, H, W) or the same values reshaped')
+    raise ValueError(f'{mean_path}: mean has shape {mean.shape}, want {MEAN_SHAPE} (C, T, H, W) or the same values '
+                     'reshaped')
   crop = mean.reshape(MEAN_SHAPE)[:, :, MEAN_CROP:MEAN_CROP + SIZE, MEAN_CROP:MEAN_CROP + SIZE]
   params['mean'] = crop.transpose(1, 2, 3, 0).astype(np.float32)
   return params

@@ -22,6 +22,8 @@ TRAINABLE_PRESETS = {
     'unet': r'unet\..*',
     # The STUNet's new layers: every path with an element starting with `temporal` (models' naming rule).
     'temporal': r'(^|.*\.)temporal[^.]*(\..*|$)',
+    # The conditional stage: the temporal layers plus the input convolution widened for the masked video and mask.
+    'conditional': r'(^|.*\.)temporal[^.]*(\..*|$)|unet\.conv_in\..*',
 }
 
 

@@ -151,9 +151,11 @@ class UNet(nnx.Module):
                    temporal_rngs=temporal_rngs)
 
     def level_layer(in_features, level):
-      """Attention by resolution; temporal attention at the coarsest level, (2+1)D inflation elsewhere."""
+      """Attention by resolution; temporal attention at the coarsest level, (2+1)D inflation elsewhere (everywhere
+      with `temporal_attention_depth=0`, as in the SSR)."""
+      coarsest_attention = level == num_levels - 1 and m.temporal_attention_depth > 0
       return layer(in_features, widths[level], attend=m.image_size // 2 ** level in m.attention_resolutions,
-                   temporal=('attention',) if level == num_levels - 1 else ('conv',))
+                   temporal=('attention',) if coarsest_attention else ('conv',))
 
     ch, skips, down = m.channels, [m.channels], []
     for i, width in enumerate(widths):

@@ -1,7 +1,10 @@
 """Multi-process start-up: `jax.distributed.initialize` before any other JAX call.
 
-Explicit flags (`--coordinator_address`, `--num_processes`, `--process_id`) serve local multi-process runs; on TPU
-VMs, SLURM and GKE, `--distributed=auto` lets JAX discover the cluster from its environment.
+`--distributed=auto` lets JAX discover the cluster from its environment (TPU VMs, SLURM, Open MPI, TPU on GKE);
+`--distributed=explicit` takes `--coordinator_address`, `--num_processes` and `--process_id` (local runs, what
+`parallel/local_launch.py` passes). The timeouts bound how long a lost process can go unnoticed: the coordination
+service declares a process dead after `--heartbeat_timeout_s` without a heartbeat and then terminates the others
+with an error naming the cause, and a process that ends waits at most `--shutdown_timeout_s` for the rest.
 """
 
 from absl import flags
@@ -12,13 +15,29 @@ _DISTRIBUTED = flags.DEFINE_enum('distributed', 'off', ['off', 'auto', 'explicit
 _COORDINATOR = flags.DEFINE_string('coordinator_address', None, 'host:port of process 0 (explicit mode).')
 _NUM_PROCESSES = flags.DEFINE_integer('num_processes', None, 'Number of processes (explicit mode).')
 _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process\'s index (explicit mode).')
+_INIT_TIMEOUT = flags.DEFINE_integer('initialization_timeout_s', 300, 'How long to wait for every process to join.',
+                                     lower_bound=1)
+_HEARTBEAT_TIMEOUT = flags.DEFINE_integer(
+    'heartbeat_timeout_s', 60, 'A process silent this long is declared dead and the job stops with an error.',
+    lower_bound=1)
+_SHUTDOWN_TIMEOUT = flags.DEFINE_integer(
+    'shutdown_timeout_s', 60, 'How long a finishing process waits for the others at the shutdown barrier.',
+    lower_bound=1)
 
 
 def initialize_from_flags() -> None:
+  """Joins the job the flags describe (nothing with `--distributed=off`)."""
+  if _DISTRIBUTED.value == 'off':
+    return
+  timeouts = dict(initialization_timeout=_INIT_TIMEOUT.value, heartbeat_timeout_seconds=_HEARTBEAT_TIMEOUT.value,
+                  shutdown_timeout_seconds=_SHUTDOWN_TIMEOUT.value)
   if _DISTRIBUTED.value == 'auto':
-    jax.distributed.initialize()
-  elif _DISTRIBUTED.value == 'explicit':
-    missing = [f.name for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.value is None]
-    if missing:
-      raise ValueError(f'--distributed=explicit needs --{", --".join(missing)}')
-    jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value)
+    jax.distributed.initialize(**timeouts)
+    return
+  missing = [f.name for f in (_COORDINATOR, _NUM_PROCESSES, _PROCESS_ID) if f.value is None]
+  if missing:
+    raise ValueError(f'--distributed=explicit needs --{", --".join(missing)}')
+  if not 0 <= _PROCESS_ID.value < _NUM_PROCESSES.value:
+    raise ValueError(f'--process_id={_PROCESS_ID.value} must be in [0, --num_processes={_NUM_PROCESSES.value})')
+  jax.distributed.initialize(_COORDINATOR.value, num_processes=_NUM_PROCESSES.value, process_id=_PROCESS_ID.value,
+                             **timeouts)

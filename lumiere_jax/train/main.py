@@ -1,8 +1,9 @@
 """The linear training main behind `lumiere-train` (CLI: cli/train.py).
 
 Sections: config -> mesh -> input -> model and shardings -> state (fresh, from a t2i checkpoint, or resumed) ->
-compiled step -> loop (metrics, checkpoints, samples, SIGTERM) -> final checkpoint and samples. Rerunning the same
-command on the same workdir resumes exactly where the last committed checkpoint left off.
+compiled step -> loop (metrics, checkpoints, samples, SIGTERM, non-finite steps) -> final checkpoint and samples.
+Rerunning the same command on the same workdir resumes exactly where the last committed checkpoint left off; a step
+that fails to restore (corrupted files) is set aside with a warning and the one before it is used.
 """
 
 import dataclasses
@@ -12,10 +13,12 @@ import time
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from lumiere_jax import config as config_lib
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import pipeline
+from lumiere_jax.eval import periodic
 from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from lumiere_jax.train import checkpoint, metrics as metrics_lib, state as state_lib, step as step_lib
 
@@ -28,19 +31,70 @@ class RunResult:
   workdir: pathlib.Path
 
 
+class NonfiniteError(RuntimeError):
+  """Training stopped on non-finite steps (`train.nonfinite`, `train.max_nonfinite_in_a_row`)."""
+
+
+class _NonfiniteGuard:
+  """Counts the steps whose update was skipped for a NaN/Inf loss or gradient, and stops the job past the policy.
+
+  Flags are read one step late (`pending=1`) so the host never waits on the step it just dispatched; `check()` reads
+  them all, as before a checkpoint, so nothing is saved once the job must stop.
+  """
+
+  def __init__(self, train_config, writer):
+    stop = train_config.nonfinite == 'stop'
+    self.limit = 1 if stop else train_config.max_nonfinite_in_a_row
+    self.policy = "train.nonfinite='stop'" if stop else f'train.max_nonfinite_in_a_row={self.limit}'
+    self.writer = writer
+    self.total = self.in_a_row = 0
+    self._unread = []
+
+  def add(self, step: int, metrics: dict) -> None:
+    self._unread.append((step, metrics))
+
+  def check(self, pending: int = 0) -> None:
+    while len(self._unread) > pending:
+      step, metrics = self._unread.pop(0)
+      if not int(metrics['nonfinite']):
+        self.in_a_row = 0
+        continue
+      self.total += 1
+      self.in_a_row += 1
+      values = f'loss={float(metrics["loss"])}, grad_norm={float(metrics["grad_norm"])}'
+      self.writer.text(f'step {step}: non-finite loss or gradient ({values}); update skipped '
+                       f'({self.in_a_row} in a row, {self.total} in all)')
+      if self.in_a_row >= self.limit:
+        raise NonfiniteError(f'step {step}: {self.in_a_row} non-finite step(s) in a row ({values}); stopping as '
+                             f'{self.policy} says. The last checkpoint holds the state before them.')
+
+
 class _Preemption:
-  """Turns SIGTERM into a flag the loop checks between steps (save, then exit 0)."""
+  """Turns SIGTERM into a stop (save, then exit 0) at a step boundary every process agrees on.
+
+  One process: a handler sets a flag. Several: JAX's preemption service (its own SIGTERM handler, installed by
+  `jax.distributed.initialize`) spreads the notice and names the same step on every process; stopping at different
+  steps would leave the others waiting in a collective.
+  """
 
   def __init__(self):
     self.requested = False
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    self._multiprocess = jax.process_count() > 1
+    self._previous = None if self._multiprocess else signal.signal(signal.SIGTERM, self._handle)
 
   def _handle(self, signum, frame):
     del signum, frame
     self.requested = True
 
+  def reached(self, step: int) -> bool:
+    """Whether to stop before `step`; called at every step, in order, on every process."""
+    if self._multiprocess and not self.requested:
+      self.requested = multihost_utils.reached_preemption_sync_point(step)
+    return self.requested
+
   def restore(self):
-    signal.signal(signal.SIGTERM, self._previous)
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None, devices=None) -> RunResult:
@@ -73,17 +127,17 @@ def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None,
   writer.text(f'{config.stage} model: {num_params:,} parameters, {num_trainable:,} trainable '
               f'({config.train.trainable}){replicated}')
 
-  # --- State: resume, or start fresh (base: spatial weights from a t2i checkpoint).
+  # --- State: resume, or start fresh (base / ssr: spatial weights from a t2i checkpoint; conditional: all from base).
   checkpointer = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  start = checkpointer.latest_step()
-  if start is not None:
-    state = checkpointer.restore(start, setup.abstract_state(), data_iterator)
+  restored = checkpointer.restore_latest(setup.abstract_state(), data_iterator)
+  if restored is not None:
+    start, state = restored
     writer.text(f'resumed from step {start} in {checkpoint.checkpoint_dir(workdir)}')
   else:
     pretrained = None
     if config.model.init_from:
       _, from_step, pretrained = checkpoint.load_inference_params(config.model.init_from, mesh)
-      writer.text(f'spatial weights from {config.model.init_from} (step {from_step})')
+      writer.text(f'initial weights from {config.model.init_from} (step {from_step}): {len(pretrained)} tensors')
     state = setup.init(pretrained)
     start = 0
 
@@ -93,33 +147,46 @@ def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None,
   flops = metrics_lib.compiled_flops(compiled)
   writer.text(f'train step: {flops / 1e9:.2f} GFLOPs per step (XLA cost analysis)')
   sampler = sample_lib.make_sampler(setup.spec, config)
+  fvd = periodic.TrainingFVD(config, setup.spec, sampler) if config.eval.fvd_every_steps else None
 
   # --- Loop.
   preemption = _Preemption()
+  nonfinite = _NonfiniteGuard(config.train, writer)
   step, batch, pending = start, first_batch, []
   last_log, data_wait = time.monotonic(), 0.0
   end = config.train.steps if until_step is None else min(until_step, config.train.steps)
   try:
-    while step < end and not preemption.requested:
+    while step < end and not preemption.reached(step):
       state, step_metrics = compiled(state, batch)
       pending.append(step_metrics)
       step += 1
+      nonfinite.add(step, step_metrics)
+      nonfinite.check(pending=1)
       if step % config.train.log_every == 0 or step == end:
+        nonfinite.check()
         now = time.monotonic()
         scalars = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
         scalars.update(steps_per_s=len(pending) / (now - last_log), data_wait=data_wait / (now - last_log),
                        tflops_per_s=flops * len(pending) / (now - last_log) / 1e12,
-                       records_bad=data_iterator.stats['records_bad'])
+                       records_bad=data_iterator.stats['records_bad'], nonfinite_steps=nonfinite.total)
         writer.write(step, scalars, first_step=start)
         pending, last_log, data_wait = [], now, 0.0
       if step % config.train.checkpoint_every == 0:
+        nonfinite.check()
         checkpointer.save(step, state, data_iterator, config)
       if config.sample.every_steps and step % config.sample.every_steps == 0:
         _write_samples(setup, state, config, workdir, step, sampler, writer)
+      if fvd is not None and step % config.eval.fvd_every_steps == 0:
+        writer.write(step, {'fvd': fvd(state_lib.inference_params(state))}, first_step=start)
       if step < end:
         fetch_start = time.monotonic()
         batch = sharding_lib.global_batch(next(data_iterator), mesh)
         data_wait += time.monotonic() - fetch_start
+    nonfinite.check()
+  except NonfiniteError:
+    checkpointer.close()  # finishes the saves already under way; nothing newer is written
+    writer.close()
+    raise
   finally:
     preemption.restore()
 

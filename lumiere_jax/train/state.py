@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 
 from lumiere_jax import models
-from lumiere_jax.models import params as params_lib
+from lumiere_jax.models import params as params_lib, widen
 from lumiere_jax.parallel import sharding as sharding_lib
 from lumiere_jax.train import optim
 
@@ -74,10 +74,14 @@ class TrainSetup:
                 opt_state=self.tx.init(params))
 
   def init(self, pretrained: dict | None = None) -> dict:
-    """A fresh, sharded state; `pretrained` (flat params) overrides the frozen parameters by path.
+    """A fresh, sharded state; `pretrained` (flat params) overrides the frozen parameters by path, and the trainable
+    ones it holds (with their EMA).
 
-    A pretrained text encoder (T5) always comes from `config.text.checkpoint`, the rest from `pretrained`.
+    A pretrained text encoder (T5) always comes from `config.text.checkpoint`, the rest from `pretrained`. The
+    conditional stage's `pretrained` is a base model's, its input convolution widened here (`models/widen.py`).
     """
+    if pretrained is not None and self.config.stage == 'conditional':
+      pretrained = widen.widen_input_conv(pretrained, self.spec.shapes)
     state = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_shardings())(self.config.seed + 1)
     loaded = {}
     if self.config.text.encoder in models.PRETRAINED_TEXT_ENCODERS:
@@ -86,6 +90,9 @@ class TrainSetup:
     if pretrained is not None:
       keys = [k for k in self.frozen if k not in loaded]
       loaded.update(self._load_frozen(pretrained, keys, 'config.model.init_from'))
+      trained = self._load_frozen(pretrained, [k for k in self.trainable if k in pretrained], 'config.model.init_from')
+      state['params'].update(trained)
+      state['ema'].update(jax.tree.map(jnp.copy, trained))  # its own buffers: the step donates params and EMA
     state['frozen'].update(loaded)
     return state
 

@@ -1,0 +1,127 @@
+"""`lumiere-eval --config configs/eval_ucf101.py[:n=N] --workdir RUN_OR_EXPORT --ucf101 DIR [--c3d FILE --c3d_mean
+FILE] --out report.json`: UCF101 zero-shot FVD (and IS) of a run's EMA parameters or of an export.
+
+Every process generates its share of the videos on its own devices; rerunning the same command resumes from the
+chunks already written (`--videos_dir`). See lumiere_jax/eval/zero_shot.py for the protocol.
+"""
+
+import json
+import pathlib
+import time
+
+from absl import app, flags, logging
+import jax
+from jax.sharding import NamedSharding, PartitionSpec as P
+import numpy as np
+from ml_collections import config_flags
+
+from lumiere_jax import config as config_lib
+from lumiere_jax import export as export_lib
+from lumiere_jax import sample as sample_lib
+from lumiere_jax.eval import c3d, i3d, zero_shot
+from lumiere_jax.parallel import distributed, mesh as mesh_lib
+from lumiere_jax.train import checkpoint, state as state_lib
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/eval_ucf101.py[:n=<videos>,real=<train|all>]',
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (latest checkpoint), a checkpoints/<step> dir, or '
+                               'an export directory (lumiere-export; has manifest.json).')
+_UCF101 = flags.DEFINE_string('ucf101', None, 'UCF101 root: UCF-101/<Class>/v_*.avi and ucfTrainTestlist/.')
+_C3D = flags.DEFINE_string('c3d', None, "TGANv2's conv3d_deepnetA_ucf.npz; adds the Inception Score.")
+_C3D_MEAN = flags.DEFINE_string('c3d_mean', None, "TGANv2's mean2.npz, with --c3d.")
+_OUT = flags.DEFINE_string('out', None, 'JSON report to write.')
+_VIDEOS = flags.DEFINE_string('videos_dir', None, 'Generated chunks (resume state); default <out stem>_videos/ '
+                              'beside the report.')
+
+
+def _is_export(path: str) -> bool:
+  return (pathlib.Path(path) / 'manifest.json').is_file()
+
+
+def load_model(path: str, mesh: jax.sharding.Mesh):
+  """(config, step, params) of an export (a directory with manifest.json) or a training run's EMA parameters."""
+  if _is_export(path):
+    config, params = export_lib.load_export(path, mesh)
+    return config, export_lib.read_manifest(path)['step'], params
+  return checkpoint.load_inference_params(path, mesh)
+
+
+def _sampling_config(path: str, eval_config):
+  """The run's config with the evaluation's sampling overrides, on a batch-split mesh of this process's devices."""
+  if _is_export(path):
+    config = export_lib.load_config(path)
+  else:
+    workdir, step = checkpoint.resolve(path)
+    config = checkpoint.Checkpointer(workdir, async_save=False).restore_config(step)
+  if config.stage != 'base' or config.model.num_frames < eval_config.frames:
+    raise app.UsageError(f'{path}: a {config.stage} model of {config.model.num_frames} frames; the UCF101 protocol '
+                         f'evaluates text-to-video (base) models of >= config.frames={eval_config.frames} frames')
+  config.unlock()
+  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
+  config.eval.fvd_every_steps = 0  # the run's in-training FVD settings play no part here
+  for field, value in (('steps', eval_config.sample_steps), ('guidance', eval_config.guidance)):
+    if value is not None:
+      config.sample[field] = value
+  config.lock()
+  config_lib.validate(config, num_devices=1, num_processes=1)  # the training batch and mesh play no part here
+  return config
+
+
+def make_generate(spec, params, config, mesh: jax.sharding.Mesh):
+  """`generate(prompts, seed)` with the batch split over `mesh` (parameters as they were placed)."""
+  batch, replicated = NamedSharding(mesh, P(mesh_lib.BATCH_AXES)), NamedSharding(mesh, P())
+  sampler = jax.jit(sample_lib.make_sampler(spec, config), out_shardings=batch,
+                    in_shardings=(jax.tree.map(lambda x: x.sharding, params), batch, batch, replicated))
+  return lambda prompts, seed: sample_lib.generate(spec, params, config, prompts, seed=seed, sampler=sampler)
+
+
+def main(argv):
+  del argv
+  distributed.initialize_from_flags()
+  logging.set_verbosity(logging.WARNING)
+  eval_config = _CONFIG.value
+  config_lib.validate_eval(eval_config)
+  if (_C3D.value is None) != (_C3D_MEAN.value is None):
+    raise app.UsageError('the Inception Score needs both --c3d and --c3d_mean')
+  if _C3D.value and (eval_config.frames != c3d.FRAMES or eval_config.is_splits > eval_config.num_videos):
+    raise app.UsageError(f'the C3D Inception Score takes {c3d.FRAMES} frames (config.frames={eval_config.frames}) '
+                         f'and at most config.num_videos splits (config.is_splits={eval_config.is_splits})')
+  devices = jax.local_devices()
+  if eval_config.chunk_size % len(devices):
+    raise app.UsageError(f'config.chunk_size={eval_config.chunk_size} must be a multiple of the {len(devices)} '
+                         'devices of each process')
+  start = time.monotonic()
+  config = _sampling_config(_WORKDIR.value, eval_config)
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  _, step, params = load_model(_WORKDIR.value, mesh)
+  spec = state_lib.TrainSetup.create(config, mesh).spec
+  features_mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
+  models = zero_shot.Models(
+      generate=make_generate(spec, params, config, mesh), features=i3d.I3DFeatures(features_mesh),
+      probabilities=c3d.C3DProbabilities(_C3D.value, _C3D_MEAN.value, features_mesh) if _C3D.value else None)
+  load_seconds = round(time.monotonic() - start, 3)
+  s = config.sample
+  record = dict(source=str(pathlib.Path(_WORKDIR.value).resolve()), step=step, fps=s.fps, sampler=s.sampler,
+                steps=s.steps, guidance=s.guidance, eta=s.eta, dynamic_threshold=s.dynamic_threshold,
+                image_size=config.model.image_size)
+  out = pathlib.Path(_OUT.value)
+  videos_dir = pathlib.Path(_VIDEOS.value or out.with_name(f'{out.stem}_videos'))
+  report = zero_shot.evaluate(eval_config, models, ucf101_root=_UCF101.value, videos_dir=videos_dir,
+                              model_record=record)
+  if report is None:  # not process 0
+    return
+  report['seconds'] = {'load_models': load_seconds, **report['seconds']}
+  out.parent.mkdir(parents=True, exist_ok=True)
+  out.write_text(json.dumps(report, indent=2) + '\n')
+  score = report['inception_score']
+  print(f'FVD {report["fvd"]:.2f}' + (f', IS {score["mean"]:.2f} +- {score["std"]:.2f}' if score else '') +
+        f' ({report["generated"]["count"]} generated, {report["real"]["count"]} real, step {step}): wrote {out}')
+
+
+def run():
+  flags.mark_flags_as_required(['config', 'workdir', 'ucf101', 'out'])
+  app.run(main)
+
+
+if __name__ == '__main__':
+  run()

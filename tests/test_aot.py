@@ -1,0 +1,78 @@
+"""Ahead-of-time compilation: topology names, the compile report on CPU devices, and `lumiere-aot` with libtpu."""
+
+import importlib.util
+import math
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from lumiere_jax.parallel import aot
+from micro import micro_config
+from test_cli import MICRO, ROOT, _env
+
+HAS_LIBTPU = importlib.util.find_spec('libtpu') is not None
+
+
+@pytest.mark.parametrize('name, generation, grid', [
+    ('v5p-128', 'v5p', (4, 4, 4)), ('v5p-8', 'v5p', (2, 2, 1)), ('v5p-32', 'v5p', (2, 2, 4)),
+    ('v5e-256', 'v5e', (16, 16)), ('v6e-8', 'v6e', (2, 4)), ('v5p:4x4x8', 'v5p', (4, 4, 8))])
+def test_topology_names_give_cloud_grids(name, generation, grid):
+  topology = aot.parse_topology(name)
+  assert (topology.generation, topology.grid) == (generation, grid)
+  assert topology.libtpu_name == f'{generation}:{"x".join(map(str, grid))}'
+
+
+@pytest.mark.parametrize('name, match', [
+    ('v9-8', 'generation in'), ('v5p', 'expected'), ('v5p-12', 'power of two'), ('v5p-1', 'power of two'),
+    ('v5e:2x2x2', '2 positive dimensions'), ('v5p:0x2x2', '3 positive dimensions')])
+def test_bad_topology_names_are_refused_with_the_reason(name, match):
+  with pytest.raises(ValueError, match=match):
+    aot.parse_topology(name)
+
+
+def test_compile_report_on_cpu_devices_counts_the_per_device_state_and_batch():
+  config = micro_config(**{'mesh.data': 1, 'mesh.fsdp': 2})
+  devices = jax.devices()[:2]
+  report = aot.compile_report(config, devices)
+  assert report['mesh'] == dict(data=1, fsdp=2, tensor=1) and report['hosts'] == 1
+  # Independent count: each argument's shard on one device (state from the setup, batch from its shapes).
+  from lumiere_jax.parallel import mesh as mesh_lib
+  from lumiere_jax.train import state as state_lib
+  mesh = mesh_lib.make_mesh(config.mesh, devices)
+  state = state_lib.TrainSetup.create(config, mesh).abstract_state()
+  arguments = [*jax.tree.leaves(state), *aot.abstract_batch(config, mesh).values()]
+  shard_bytes = sum(math.prod(x.sharding.shard_shape(x.shape)) * np.dtype(x.dtype).itemsize for x in arguments)
+  assert report['argument_bytes'] == shard_bytes
+  assert report['parameters'] == sum(x.size for x in jax.tree.leaves((state['params'], state['frozen'])))
+  assert report['bytes_per_device'] > report['argument_bytes'] and report['flops_per_device'] > 0
+  assert 0 < report['replication']['replicated_fraction'] < 0.1  # kernels split over fsdp, norms replicated
+
+
+def test_the_printed_report_says_whether_it_fits():
+  topology = aot.parse_topology('v5e-8')
+  report = dict(devices=8, device_kind='TPU v5 lite', hosts=2, mesh={'data': 8}, bytes_per_device=0,
+                argument_bytes=0, temp_bytes=0, flops_per_device=1e12, parameters=10, trainable=5,
+                replication=dict(replicated_fraction=1.0, largest_replicated=['a.kernel']))
+  assert '-> fits' in aot.describe('v5e-8', topology, dict(report, bytes_per_device=15 * 2 ** 30))
+  text = aot.describe('v5e-8', topology, dict(report, bytes_per_device=17 * 2 ** 30))
+  assert 'of 16 GiB HBM -> DOES NOT FIT' in text and '8.000e+12 in all' in text and 'largest: a.kernel' in text
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (the optional extra: pip install '.[tpu]')")
+def test_lumiere_aot_compiles_the_train_step_for_a_tpu_topology():
+  result = subprocess.run(
+      [sys.executable, '-m', 'lumiere_jax.cli.aot', '--config', 'configs/lumiere.py:stage=base,size=tiny', *MICRO,
+       '--topology', 'v5p-8'], cwd=ROOT, env=_env(ROOT / '.cache' / 'data'), capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert 'v5p-8: 4 chips (TPU v5, grid v5p:2x2x1), 1 hosts' in result.stdout
+  assert 'GiB of 95 GiB HBM -> fits' in result.stdout and 'FLOPs per step' in result.stdout
+
+
+def test_lumiere_aot_without_libtpu_says_how_to_get_it(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'libtpu', None)  # import fails as if it were not installed
+  with pytest.raises(RuntimeError, match=r"needs libtpu: pip install 'lumiere_jax\[tpu\]'"):
+    aot.topology_devices(aot.parse_topology('v5p-8'))
