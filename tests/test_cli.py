@@ -25,7 +25,8 @@ def _env(data_dir):
   env = dict(os.environ, LUMIERE_DATA_DIR=str(data_dir), PYTHONUNBUFFERED='1',
              JAX_COMPILATION_CACHE_DIR=str(ROOT / '.cache' / 'jax'), JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
              JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='-1')
-  env.pop('XLA_FLAGS', None)
+  # One CPU device (not the session's 8); the session's other XLA flags (conftest.py) stay.
+  env['XLA_FLAGS'] = ' '.join(f for f in env.get('XLA_FLAGS', '').split() if 'device_count' not in f)
   return env
 
 

@@ -1,5 +1,6 @@
 """The input pipeline and its checkpoint across 2 real processes (jax.distributed here, 2 CPU devices each)."""
 
+import functools
 import json
 import os
 import pathlib
@@ -8,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from lumiere_jax.data import pipeline
@@ -74,3 +77,25 @@ def test_a_data_position_from_two_processes_is_refused_in_one(two_processes):
   with pytest.raises(ValueError, match=r'saved by 2 processes, this job has 1.*same number of processes'):
     checkpointer.restore(step, {}, pipeline.make_train_iterator(config))
   checkpointer.close()
+
+
+def test_a_data_position_from_two_processes_resumes_in_one_at_the_same_point_of_the_epoch(two_processes):
+  # data.resume_on_other_process_count: 2 processes x 2 clips x 2 steps read half of their 8-clip slices, so one
+  # process goes on at clip 8 of its 16-clip epoch: the third batch of 4 of a fresh single-process iterator.
+  _, config, workdir = two_processes
+  step = 2
+  saved = [json.loads(path.read_text())
+           for path in sorted((checkpoint.checkpoint_dir(workdir) / str(step) / 'data').glob('process_*'))]
+  assert [state['parent']['next_index'] for state in saved] == [4, 4]
+  fresh = pipeline.make_train_iterator(config)
+  batches = [next(fresh) for _ in range(3)]
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = {k: jax.ShapeDtypeStruct(v.shape, v.dtype, sharding=device) for k, v in batches[0].items()}
+  resumed = pipeline.make_train_iterator(config)
+  checkpointer = checkpoint.Checkpointer(workdir, async_save=False)
+  state = checkpointer.restore(step, abstract, resumed,
+                               functools.partial(pipeline.position_for_process_count, config, process_count=1))
+  checkpointer.close()
+  assert state['video'].shape == batches[0]['video'].shape
+  assert resumed.get_state()['parent']['next_index'] == 8
+  assert all(np.array_equal(value, batches[2][key]) for key, value in next(resumed).items())

@@ -1,7 +1,9 @@
 """Fault tolerance: a corrupted checkpoint falls back to the step before; non-finite steps are skipped and counted."""
 
 import itertools
+import json
 import logging
+import re
 import shutil
 
 import jax
@@ -107,6 +109,35 @@ def test_training_resumes_past_a_corrupted_step_bit_exactly(run, tmp_path):
   assert _tree_equal(jax.device_get(resumed.state), final)
   saved = checkpoint.Checkpointer(copy, async_save=False).restore(4, _setup(config).abstract_state())
   assert _tree_equal(jax.device_get(saved), final)
+
+
+def _edit_checksum(step_dir, part):
+  """Makes the saved checksum of one array of `part` ('ema', 'opt_state', ...) wrong."""
+  path = step_dir / 'checksum' / 'metadata'
+  sums = json.loads(path.read_text())
+  name = next(name for name in sorted(sums) if name.startswith(f"['{part}']"))
+  sums[name] = [sums[name][0] + 1, sums[name][1]]
+  path.write_text(json.dumps(sums))
+  return name
+
+
+@pytest.mark.parametrize('use_ema', [True, False])
+def test_inference_loads_read_and_check_the_parameters_alone(run, tmp_path, use_ema):
+  config, workdir, final = run
+  mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
+  _, step, params = checkpoint.load_inference_params(workdir, mesh, use_ema=use_ema)
+  assert step == 4 and _tree_equal(jax.device_get(params), state_lib.inference_params(final, use_ema))
+  # A bad optimizer moment stops a resume but not an inference load, which never reads the moments; a bad
+  # parameter stops both.
+  copy = tmp_path / 'run'
+  shutil.copytree(workdir, copy)
+  _edit_checksum(checkpoint.checkpoint_dir(copy) / '4', 'opt_state')
+  with pytest.raises(ValueError, match='differ from the checksums'):
+    checkpoint.Checkpointer(copy, async_save=False).restore(4, _setup(config).abstract_state())
+  assert _tree_equal(jax.device_get(checkpoint.load_inference_params(copy, mesh, use_ema=use_ema)[2]), params)
+  name = _edit_checksum(checkpoint.checkpoint_dir(copy) / '4', 'ema' if use_ema else 'params')
+  with pytest.raises(ValueError, match=re.escape(name)):
+    checkpoint.load_inference_params(copy, mesh, use_ema=use_ema)
 
 
 def _poison(monkeypatch, bad_calls):

@@ -6,8 +6,9 @@ from ml_collections import config_flags
 from lumiere_jax.parallel import distributed
 from lumiere_jax.train.main import train
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/lumiere.py:stage=<t2i|base>,size=<tiny|small|paper>',
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'configs/lumiere.py:stage=<t2i|base|ssr|conditional>,size=<tiny|small|paper>[,sr=1]',
+    lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Run directory: checkpoints, metrics, samples. Resumes if present.')
 
 

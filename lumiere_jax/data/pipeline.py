@@ -161,6 +161,20 @@ def _records(config, process_index: int, process_count: int, train: bool):
   return (ds.shuffle(seed=config.data.shuffle_seed) if train else ds), parse
 
 
+def position_for_process_count(config, saved: list[dict], process_count: int) -> dict:
+  """An iterator state for any process of a `process_count`-process job, from the states `saved` by every process of
+  a job with another count: the same epoch and the same fraction of it read, in the new slices' order.
+
+  Slices differ between layouts, so within the current epoch some clips may come twice and others not at all; epoch
+  boundaries stay where they were. The bad-record counts start again from zero.
+  """
+  length = len(sources.make_source(config)[0])
+  old_slice, new_slice = length // len(saved), length // process_count
+  epochs_read = max(state['parent']['next_index'] for state in saved) / old_slice
+  return dict(parent=dict(next_index=round(epochs_read * new_slice)), records_read=0, records_bad=0, bad_reasons={},
+              bad_example='')
+
+
 def read_keys(config, *, process_index: int = 0, process_count: int = 1) -> list[str]:
   """Keys of this process's records in first training epoch order (for sharding checks; skips unparsable ones)."""
   ds, parse = _records(config, process_index, process_count, train=True)

@@ -18,14 +18,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from lumiere_jax.models import t5_weights
+from lumiere_jax.models import t5_weights, widen
 from lumiere_jax.models.stunet import temporal_downsample_factor
 from lumiere_jax.models.t5 import T5Encoder
 from lumiere_jax.models.text import TextEncoder
 from lumiere_jax.models.unet import UNet
 
-__all__ = ['Conditioning', 'LumiereModel', 'MASKED', 'SUPERRES', 'build_model', 'build_text_encoder',
-           'pretrained_text_params', 'stage_conditioning', 'temporal_downsample_factor']
+__all__ = ['Conditioning', 'LumiereModel', 'MASKED', 'SUPERRES', 'adapt_pretrained', 'build_model',
+           'build_text_encoder', 'pretrained_text_params', 'stage_conditioning', 'temporal_downsample_factor']
 
 STAGES = ('t2i', 'base', 'ssr', 'conditional')
 TEXT_ENCODERS = {'builtin': TextEncoder, 't5': T5Encoder}
@@ -54,6 +54,14 @@ def stage_conditioning(config) -> Conditioning | None:
   if config.stage == 'conditional':
     return MASKED
   return None
+
+
+def adapt_pretrained(config, pretrained: dict, shapes: dict) -> dict:
+  """`model.init_from`'s flat parameters (another stage's) as `config`'s model (`shapes`) takes them: the conditional
+  stage widens the base model's input convolution (`widen.py`); the other stages load by path as they are."""
+  if config.stage == 'conditional':
+    return widen.widen_input_conv(pretrained, shapes)
+  return pretrained
 
 
 def build_text_encoder(text_config, *, dtype, remat: str, rngs: nnx.Rngs) -> nnx.Module:

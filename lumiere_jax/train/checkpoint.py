@@ -89,31 +89,48 @@ class Checkpointer:
       args['data'] = grain.checkpoint.CheckpointSave(data_iterator)
     return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
 
-  def restore(self, step: int, abstract_state, data_iterator=None):
+  def restore(self, step: int, abstract_state, data_iterator=None, reposition_data=None):
     """The state at `step` (onto the shardings in `abstract_state`); also repositions `data_iterator`.
 
-    Orbax restores the items one by one (`data` before `state`), so on any failure the iterator is put back where it
-    was: a failed restore never leaves it half-way to another step.
+    A data position saved by another number of processes raises `DataLayoutError`, unless `reposition_data` (saved
+    iterator states of every old process -> this process's state) translates it. Orbax restores the items one by one
+    (`data` before `state`), so on any failure the iterator is put back where it was: a failed restore never leaves
+    it half-way to another step.
     """
-    args = dict(state=ocp.args.StandardRestore(abstract_state))
-    has_checksum = (self.manager.directory / str(step) / 'checksum').is_dir()
-    if has_checksum:
-      args['checksum'] = ocp.args.JsonRestore()
+    args = dict(state=ocp.args.StandardRestore(abstract_state), **self._checksum_args(step))
+    other_layout = data_iterator is not None and self._saved_data_states(step, reposition_data is not None)
     if data_iterator is not None:
-      self._check_data_layout(step)
-      args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+      if not other_layout:
+        args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
       position = data_iterator.get_state()
     try:
-      restored = self.manager.restore(step, args=ocp.args.Composite(**args))
-      if has_checksum:
-        _verify(step, restored.state, restored.checksum)
+      restored = self._restore_verified(step, args)
+      if other_layout:
+        data_iterator.set_state(reposition_data(other_layout))
     except Exception:
       if data_iterator is not None:
         data_iterator.set_state(position)
       raise
     return restored.state
 
-  def restore_latest(self, abstract_state, data_iterator=None) -> tuple[int, dict] | None:
+  def restore_parts(self, step: int, abstract_parts: dict) -> dict:
+    """Only the top-level entries of the state at `step` named in `abstract_parts` (e.g. {'frozen', 'ema'}),
+    onto its shardings, checked against their checksums. Nothing else of the step is read."""
+    target = ocp.args.PyTreeRestore(item=abstract_parts, partial_restore=True,
+                                    restore_args=ocp.checkpoint_utils.construct_restore_args(abstract_parts))
+    return self._restore_verified(step, dict(state=target, **self._checksum_args(step))).state
+
+  def _checksum_args(self, step: int) -> dict:
+    """The checksum item to restore with the state; none for a step saved before checksums existed."""
+    return {'checksum': ocp.args.JsonRestore()} if (self.manager.directory / str(step) / 'checksum').is_dir() else {}
+
+  def _restore_verified(self, step: int, args: dict):
+    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    if 'checksum' in restored:
+      _verify(step, restored.state, restored.checksum)
+    return restored
+
+  def restore_latest(self, abstract_state, data_iterator=None, reposition_data=None) -> tuple[int, dict] | None:
     """(step, state) of the newest step that restores (None without any step), newest first.
 
     Each step that fails is logged with its error and, once an older one restored, moved to `unreadable_dir` (not
@@ -123,7 +140,7 @@ class Checkpointer:
     failures = []
     for step in sorted(self.manager.all_steps(), reverse=True):
       try:
-        state = self.restore(step, abstract_state, data_iterator)
+        state = self.restore(step, abstract_state, data_iterator, reposition_data)
       except DataLayoutError:
         raise
       except Exception as e:  # orbax and tensorstore raise many kinds; each means this step is unreadable
@@ -151,15 +168,23 @@ class Checkpointer:
     multihost_utils.sync_global_devices('lumiere_jax:set_aside_unreadable_checkpoints')
     self.manager.reload()
 
-  def _check_data_layout(self, step: int) -> None:
-    """Refuses a data position saved by another number of processes (each process saved its own slice's state)."""
-    saved = (self.manager.directory / str(step) / 'data').glob('process_*-of-*.json')
+  def _saved_data_states(self, step: int, other_layout_allowed: bool) -> list[dict]:
+    """[] when `step`'s data position was saved by this job's number of processes; else every old process's
+    iterator state, in process order, if `other_layout_allowed`. Raises `DataLayoutError` otherwise."""
+    saved = sorted((self.manager.directory / str(step) / 'data').glob('process_*-of-*.json'),
+                   key=lambda path: int(path.stem.split('_')[1].split('-')[0]))
     counts = sorted({int(path.stem.rsplit('-of-', 1)[1]) for path in saved})
-    if counts and counts != [jax.process_count()]:
-      raise DataLayoutError(
-          f'checkpoint step {step}: the data iterator position was saved by {" and ".join(map(str, counts))} '
-          f'processes, this job has {jax.process_count()}. Each process reads its own slice of the data, so the '
-          'exact next batch does not exist under another process count; resume with the same number of processes.')
+    if not counts or counts == [jax.process_count()]:
+      return []
+    if other_layout_allowed and len(counts) == 1 and len(saved) == counts[0]:
+      logging.warning('checkpoint step %d: data position saved by %d processes, this job has %d: resuming at the same '
+                      'point of the epoch, in this layout\'s order', step, counts[0], jax.process_count())
+      return [json.loads(path.read_text()) for path in saved]
+    raise DataLayoutError(
+        f'checkpoint step {step}: the data iterator position was saved by {" and ".join(map(str, counts))} '
+        f'processes, this job has {jax.process_count()}. Each process reads its own slice of the data, so the exact '
+        'next batch does not exist under another process count: resume with the same number of processes, or set '
+        '--config.data.resume_on_other_process_count=True to go on from the same point of the epoch.')
 
   def restore_config(self, step: int):
     saved = self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore())).config
@@ -193,12 +218,17 @@ def resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
 
 
 def load_inference_params(path, mesh: jax.sharding.Mesh, *, use_ema: bool = True):
-  """(config, step, flat params) of a saved run, params = frozen + EMA (or raw) trainable, on `mesh`."""
+  """(config, step, flat params) of a saved run, params = frozen + EMA (or raw) trainable, on `mesh`.
+
+  Only those parts of the state are read (and checked against their checksums): the optimizer moments, twice the
+  trainable parameters, never reach memory.
+  """
   from lumiere_jax.train import state as state_lib  # train.state imports models; keep this module light
   workdir, step = resolve(path)
   checkpointer = Checkpointer(workdir, async_save=False)
   config = checkpointer.restore_config(step)
-  setup = state_lib.TrainSetup.create(config, mesh)
-  state = checkpointer.restore(step, setup.abstract_state())
+  abstract = state_lib.TrainSetup.create(config, mesh).abstract_state()
+  trainable = 'ema' if use_ema else 'params'
+  parts = checkpointer.restore_parts(step, {part: abstract[part] for part in ('frozen', trainable)})
   checkpointer.close()
-  return config, step, state_lib.inference_params(state, use_ema)
+  return config, step, {**parts['frozen'], **parts[trainable]}

@@ -7,6 +7,7 @@ that fails to restore (corrupted files) is set aside with a warning and the one 
 """
 
 import dataclasses
+import functools
 import pathlib
 import signal
 import time
@@ -129,7 +130,9 @@ def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None,
 
   # --- State: resume, or start fresh (base / ssr: spatial weights from a t2i checkpoint; conditional: all from base).
   checkpointer = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
-  restored = checkpointer.restore_latest(setup.abstract_state(), data_iterator)
+  reposition = (functools.partial(pipeline.position_for_process_count, config, process_count=jax.process_count())
+                if config.data.resume_on_other_process_count else None)
+  restored = checkpointer.restore_latest(setup.abstract_state(), data_iterator, reposition)
   if restored is not None:
     start, state = restored
     writer.text(f'resumed from step {start} in {checkpoint.checkpoint_dir(workdir)}')

@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 
 from lumiere_jax import models
-from lumiere_jax.models import params as params_lib, widen
+from lumiere_jax.models import params as params_lib
 from lumiere_jax.parallel import sharding as sharding_lib
 from lumiere_jax.train import optim
 
@@ -74,40 +74,38 @@ class TrainSetup:
                 opt_state=self.tx.init(params))
 
   def init(self, pretrained: dict | None = None) -> dict:
-    """A fresh, sharded state; `pretrained` (flat params) overrides the frozen parameters by path, and the trainable
-    ones it holds (with their EMA).
+    """A fresh, sharded state; `pretrained` (flat params, `config.model.init_from`) overrides the frozen parameters
+    by path, and the trainable ones it holds (with their EMA), once `models.adapt_pretrained` made it this stage's.
 
-    A pretrained text encoder (T5) always comes from `config.text.checkpoint`, the rest from `pretrained`. The
-    conditional stage's `pretrained` is a base model's, its input convolution widened here (`models/widen.py`).
+    A pretrained text encoder (T5) always comes from `config.text.checkpoint`, the rest from `pretrained`.
     """
-    if pretrained is not None and self.config.stage == 'conditional':
-      pretrained = widen.widen_input_conv(pretrained, self.spec.shapes)
     state = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_shardings())(self.config.seed + 1)
     loaded = {}
     if self.config.text.encoder in models.PRETRAINED_TEXT_ENCODERS:
       keys = [k for k in self.frozen if k.startswith(models.TEXT_PREFIX)]
-      loaded = self._load_frozen(models.pretrained_text_params(self.config.text), keys, 'config.text.checkpoint')
+      loaded = self._placed(models.pretrained_text_params(self.config.text), keys, 'config.text.checkpoint')
     if pretrained is not None:
-      keys = [k for k in self.frozen if k not in loaded]
-      loaded.update(self._load_frozen(pretrained, keys, 'config.model.init_from'))
-      trained = self._load_frozen(pretrained, [k for k in self.trainable if k in pretrained], 'config.model.init_from')
+      pretrained = models.adapt_pretrained(self.config, pretrained, self.spec.shapes)
+      loaded.update(self._placed(pretrained, [k for k in self.frozen if k not in loaded], 'config.model.init_from'))
+      trained = self._placed(pretrained, [k for k in self.trainable if k in pretrained], 'config.model.init_from')
       state['params'].update(trained)
       state['ema'].update(jax.tree.map(jnp.copy, trained))  # its own buffers: the step donates params and EMA
     state['frozen'].update(loaded)
     return state
 
-  def _load_frozen(self, pretrained: dict, keys: list[str], source: str) -> dict:
+  def _placed(self, pretrained: dict, keys: list[str], source: str) -> dict:
+    """`pretrained[k]` for each of `keys`, checked against the model's shape and put on its sharding."""
     missing = [k for k in keys if k not in pretrained]
     if missing:
-      raise ValueError(f'{source}: the checkpoint lacks {len(missing)} frozen parameters, '
+      raise ValueError(f'{source}: the checkpoint lacks {len(missing)} parameters this run does not train, '
                        f'e.g. {missing[:3]} (was it trained with the same model config?)')
-    frozen = {}
+    placed = {}
     for key in keys:
       want = self.spec.shapes[key]
       if pretrained[key].shape != want.shape:
         raise ValueError(f'{source}: parameter {key} has shape {pretrained[key].shape}, expected {want.shape}')
-      frozen[key] = jax.device_put(jnp.asarray(pretrained[key], want.dtype), self.param_shardings[key])
-    return frozen
+      placed[key] = jax.device_put(jnp.asarray(pretrained[key], want.dtype), self.param_shardings[key])
+    return placed
 
 
 def inference_params(state: dict, use_ema: bool = True) -> dict:
