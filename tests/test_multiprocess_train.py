@@ -159,6 +159,7 @@ def _one_process_on_four_devices(config) -> dict:
   return dict(losses=losses, state=jax.device_get(state), positions=positions, batches=batches)
 
 
+@pytest.mark.starts_first
 def test_sigterm_sigkill_and_restart_across_two_processes_end_like_one_process_on_four_devices(tmp_path):
   # One test, not several sharing a fixture: pytest-xdist could run such a fixture once per worker.
   pipeline.read_keys(micro_config())  # builds the synthetic set once, before the processes race to
