@@ -44,3 +44,9 @@ def perturbed(params: dict, scale: float, seed: int) -> dict:
 def trained_looking_params(config) -> dict:
   """The initial flat parameters of `config`'s model, perturbed: a stand-in for a trained checkpoint."""
   return perturbed(params_lib.flat_params(models.build_model(config, rngs=nnx.Rngs(0))), 0.1, seed=1)
+
+
+def initialised_from(config, pretrained: dict) -> tuple[state_lib.TrainSetup, dict]:
+  """(setup, inference params) of `config`'s model on one device, initialised from `pretrained` (`model.init_from`)."""
+  setup = one_device_setup(config)
+  return setup, state_lib.inference_params(setup.init(pretrained))

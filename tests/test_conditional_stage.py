@@ -14,8 +14,8 @@ from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import masks, pipeline, video
 from lumiere_jax.diffusion import schedules
 from lumiere_jax.models import widen
-from lumiere_jax.train import state as state_lib, step as step_lib
-from micro import micro_config, one_device_setup, trained_looking_params
+from lumiere_jax.train import step as step_lib
+from micro import initialised_from, micro_config, one_device_setup, trained_looking_params
 
 flags.FLAGS.mark_as_parsed()  # grain reads absl flags; outside app.run they must be marked parsed
 PROMPTS = ['a red circle moving right', 'a blue square moving left']
@@ -40,9 +40,8 @@ def base_params():
 
 @pytest.fixture(scope='module')
 def conditional_from_base(base_params):
-  """(setup, inference params) of the conditional stage initialised from the base model (`model.init_from`'s path)."""
-  setup = one_device_setup(micro_config('conditional'))
-  return setup, state_lib.inference_params(setup.init(base_params))
+  """(setup, inference params) of the conditional stage initialised from the base model."""
+  return initialised_from(micro_config('conditional'), base_params)
 
 
 def _run(spec, params, x, conditioning=None):

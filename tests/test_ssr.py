@@ -14,8 +14,8 @@ from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import tokenizers, video
 from lumiere_jax.diffusion import multidiffusion
 from lumiere_jax.parallel import mesh as mesh_lib
-from lumiere_jax.train import checkpoint, state as state_lib
-from micro import micro_config, one_device_setup, perturbed, trained_looking_params
+from lumiere_jax.train import checkpoint
+from micro import initialised_from, micro_config, one_device_setup, perturbed, trained_looking_params
 from test_cli import MICRO, ROOT, _env
 
 # The micro shapes as a 16 -> 32 px super-resolution model: two levels, no temporal resampling, windows of 4.
@@ -103,9 +103,8 @@ def image_sr_params():
 
 @pytest.fixture(scope='module')
 def ssr_from_image_sr(image_sr_params):
-  """(setup, inference params) of the SSR initialised from the image SR model (`model.init_from`'s path)."""
-  setup = one_device_setup(sr_config('ssr'))
-  return setup, state_lib.inference_params(setup.init(image_sr_params))
+  """(setup, inference params) of the SSR initialised from the image SR model."""
+  return initialised_from(sr_config('ssr'), image_sr_params)
 
 
 def test_ssr_at_init_reproduces_the_image_sr_model_frame_by_frame(image_sr_params, ssr_from_image_sr):
