@@ -30,6 +30,7 @@ from absl import app, flags
 from flax import nnx
 
 from lumiere_jax import config as config_lib
+from lumiere_jax import validation
 from lumiere_jax import models
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import synthetic
@@ -54,7 +55,7 @@ def _config(window: int, overlap: int, frames: int, steps: int):
   config.sr.update(dict(window=window, overlap=overlap))
   config.sample.update(dict(steps=steps, sampler='ancestral'))
   config.mesh.data = 1
-  config_lib.validate(config, num_devices=1, num_processes=1)
+  validation.validate(config, num_devices=1, num_processes=1, training=False)  # random weights on purpose
   return config
 
 
@@ -82,7 +83,7 @@ def _forward_stats(spec, params, config, frames: int, windows: bool):
   size = config.model.image_size
   text = jnp.zeros((1, config.text.max_length, config.text.width))
   context = dict(text_emb=text, text_mask=jnp.ones(text.shape[:2], bool),
-                 conditioning=jnp.zeros((1, frames, size, size, 3)), conditioning_logsnr=jnp.zeros(1))
+                 conditioning=jnp.zeros((1, frames, size, size, 3)), conditioning_level=jnp.zeros(1))
   z = jax.random.normal(jax.random.PRNGKey(1), (1, frames, size, size, 3))
 
   def call(params, z, context):

@@ -1,9 +1,13 @@
-"""Train-step utilisation: the compiled step's achieved FLOP/s over this process's measured matmul FLOP/s.
+"""Train-step utilisation, reported two ways from one run:
 
     python benchmarks/train_step_mfu.py --sizes tiny,small [--batch 4] [--dtype bfloat16] [--stage base]
+        [--remat nothing_saveable]
 
-FLOPs per step come from XLA's cost analysis of the compiled step; the denominator is a large square matmul timed in
-the same process on the same device, so the ratio is comparable across machines ("MFU on this machine").
+- MFU: model FLOPs per step (XLA's cost analysis of the step lowered *without* rematerialisation: what the model
+  needs, not what the compiled program recomputes) per second, over the chip's published dense bf16 peak
+  (`lumiere_jax/parallel/chips.py`; not reported for chips without one, such as CPUs);
+- HFU: the compiled step's FLOPs (recomputation included) per second, over a large square matmul timed in the same
+  process on the same device ("utilisation on this machine", comparable across machines).
 """
 
 import argparse
@@ -14,8 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from lumiere_jax import config as config_lib
+from lumiere_jax import validation
+from lumiere_jax.models import checks as model_checks
 from lumiere_jax.data import tokenizers
-from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
+from lumiere_jax.parallel import chips, mesh as mesh_lib, sharding as sharding_lib
 from lumiere_jax.train import metrics, state as state_lib, step as step_lib
 
 
@@ -34,14 +40,27 @@ def matmul_flops_per_s(dtype, n: int) -> float:
   return 2 * n ** 3 / seconds
 
 
-def train_step_flops_per_s(size: str, stage: str, batch: int | None, dtype: str, repeats: int):
+def _config(size: str, stage: str, batch: int | None, dtype: str, remat: str):
   config = config_lib.load(f'stage={stage},size={size}')
   config.unlock()
-  config.model.dtype = dtype
+  config.model.update(dtype=dtype, remat_policy=remat)
   if batch:
     config.train.batch_size = batch
   config.lock()
-  config_lib.validate(config)
+  return config
+
+
+def _model_flops(config, state, batch_arrays) -> float:
+  """FLOPs of the step as the model defines it: lowered without rematerialisation (nothing recomputed)."""
+  config = config.copy_and_resolve_references()
+  config.model.remat_policy = 'none'
+  setup = state_lib.TrainSetup.create(config, mesh_lib.make_mesh(config.mesh))
+  return metrics.compiled_flops(step_lib.jit_train_step(setup).lower(state, batch_arrays))
+
+
+def train_step_flops_per_s(size: str, stage: str, batch: int | None, dtype: str, remat: str, repeats: int):
+  config = _config(size, stage, batch, dtype, remat)
+  validation.validate(config, training=False)  # random weights: the step costs the same
   mesh = mesh_lib.make_mesh(config.mesh)
   setup = state_lib.TrainSetup.create(config, mesh)
   state = setup.init()
@@ -53,6 +72,7 @@ def train_step_flops_per_s(size: str, stage: str, batch: int | None, dtype: str,
   batch_arrays = sharding_lib.global_batch(batch_np, mesh)
   compiled = step_lib.jit_train_step(setup).lower(state, batch_arrays).compile()
   flops = metrics.compiled_flops(compiled)
+  model_flops = _model_flops(config, state, batch_arrays)
   state, _ = compiled(state, batch_arrays)  # warm-up
   jax.block_until_ready(state)
   start = time.perf_counter()
@@ -60,8 +80,8 @@ def train_step_flops_per_s(size: str, stage: str, batch: int | None, dtype: str,
     state, out = compiled(state, batch_arrays)
   jax.block_until_ready(out)
   seconds = (time.perf_counter() - start) / repeats
-  return dict(size=size, stage=stage, batch=b, frames=frames, res=s, gflop=flops / 1e9, step_s=seconds,
-              achieved=flops / seconds)
+  return dict(size=size, stage=stage, batch=b, frames=frames, res=s, gflop=flops / 1e9,
+              model_gflop=model_flops / 1e9, step_s=seconds, achieved=flops / seconds, model=model_flops / seconds)
 
 
 def main():
@@ -69,21 +89,27 @@ def main():
   parser.add_argument('--sizes', default='tiny,small')
   parser.add_argument('--stage', default='base', choices=['t2i', 'base'])
   parser.add_argument('--batch', type=int, default=None, help='global batch override (default: the size\'s)')
-  parser.add_argument('--dtype', default='float32', choices=list(config_lib.DTYPES))
+  parser.add_argument('--dtype', default='float32', choices=list(model_checks.DTYPES))
+  parser.add_argument('--remat', default='none', help='model.remat_policy: none or a jax.checkpoint_policies name')
   parser.add_argument('--repeats', type=int, default=3)
   parser.add_argument('--matmul_n', type=int, default=None, help='matmul side (default 2048 CPU, 8192 GPU/TPU)')
   args = parser.parse_args()
   device = jax.devices()[0]
   n = args.matmul_n or (2048 if device.platform == 'cpu' else 8192)
   peak = matmul_flops_per_s(jnp.dtype(args.dtype), n)
-  print(f'device: {device.device_kind} x{jax.device_count()} ({device.platform}); '
-        f'{args.dtype} matmul {n}x{n}: {peak / 1e9:.1f} GFLOP/s')
-  print('| size | stage | batch | clip | GFLOP/step | step time (s) | achieved GFLOP/s | / matmul |')
-  print('|---|---|---|---|---|---|---|---|')
+  spec = chips.spec_peak_flops(device)
+  spec_note = f'spec peak {spec / 1e12:.0f} TFLOP/s bf16' if spec else 'no spec peak known (MFU not reported)'
+  print(f'device: {device.device_kind} x{jax.device_count()} ({device.platform}); {spec_note}; '
+        f'{args.dtype} matmul {n}x{n}: {peak / 1e9:.1f} GFLOP/s; remat {args.remat}')
+  print('| size | stage | batch | clip | model GFLOP/step | compiled GFLOP/step | step time (s) | MFU (spec) | '
+        'HFU (/ matmul) |')
+  print('|---|---|---|---|---|---|---|---|---|')
   for size in args.sizes.split(','):
-    r = train_step_flops_per_s(size, args.stage, args.batch, args.dtype, args.repeats)
-    print(f'| {r["size"]} | {r["stage"]} | {r["batch"]} | {r["frames"]}x{r["res"]}x{r["res"]} | {r["gflop"]:.1f} | '
-          f'{r["step_s"]:.3f} | {r["achieved"] / 1e9:.1f} | {r["achieved"] / peak:.2f} |', flush=True)
+    r = train_step_flops_per_s(size, args.stage, args.batch, args.dtype, args.remat, args.repeats)
+    mfu = f'{r["model"] / jax.device_count() / spec:.1%}' if spec else 'n/a'
+    print(f'| {r["size"]} | {r["stage"]} | {r["batch"]} | {r["frames"]}x{r["res"]}x{r["res"]} | '
+          f'{r["model_gflop"]:.1f} | {r["gflop"]:.1f} | {r["step_s"]:.3f} | {mfu} | '
+          f'{r["achieved"] / peak:.2f} |', flush=True)  # compiled FLOPs are per device, as the matmul
 
 
 if __name__ == '__main__':

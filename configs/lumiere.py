@@ -7,10 +7,14 @@ Arguments (comma-separated `key=value`):
   size:  tiny | small | paper  shapes; `tiny` trains on 2 CPU cores in minutes.
   sr:    0 | 1                 a super-resolution model (`SR_SIZES`): always for ssr; `stage=t2i,sr=1` is the image
                                SR model whose spatial weights the ssr stage starts from (`model.init_from`).
+  backbone: lumiere | if_i_m | if_i_l | if_i_xl | if_ii_m | if_ii_l | if_tiny | if_ii_tiny
+                               the spatial U-Net (`lumiere_jax/backbones.py`): ours, or DeepFloyd IF's stage I (base,
+                               t2i, conditional) / stage II (ssr, t2i sr=1) shapes with IF's diffusion (epsilon,
+                               learned-range variance, 1000 discrete cosine steps, DDPM sampling) and T5-XXL text.
 
 Any field can then be overridden with `--config.train.steps=10`. The returned config is locked: an unknown key or a
-value of the wrong type fails at once, naming the field; `lumiere_jax.config.validate` checks the rest before any
-compile.
+value of the wrong type fails at once, naming the field; `lumiere_jax.validation.validate` checks the rest before
+any compile.
 
 `paper` follows the published video shape (128x128, 80 frames at 16 fps, four spatial and four temporal
 down-samplings: 80 -> 40 -> 20 -> 10 -> 5 frames). The paper does not publish widths; ours approximate an Imagen-scale
@@ -18,8 +22,10 @@ pixel U-Net (channels 256 x (1, 2, 3, 4, 4), 3 residual blocks per level).
 """
 
 import ml_collections
+from ml_collections import config_dict
 
-STAGES = ('t2i', 'base', 'ssr', 'conditional')
+from lumiere_jax import backbones, stages
+from lumiere_jax import config as config_lib
 
 # Per size: model shape, clip shape, batch and steps per stage.
 # Widths of `paper` are our approximation (see the module docstring).
@@ -47,46 +53,50 @@ SIZES = {
 
 # Super-resolution models (stage ssr, and t2i with sr=1): what replaces the size's entries above. The low-res input
 # is image_size // sr_factor on a side (the base stage's output); `window` frames per model call in training and in
-# MultiDiffusion sampling, consecutive windows sharing `overlap`. Widths of `paper` are our approximation.
+# MultiDiffusion sampling, consecutive windows sharing `overlap`. Windows tile a clip exactly when
+# (frames - overlap) is a multiple of (window - overlap): tiny 8 frames in windows of 4, small 16 in 9, paper 80 in 15
+# (6 windows); otherwise the last window starts early and overlaps its neighbour by more. Widths of `paper` are our
+# approximation.
 SR_SIZES = {
     'tiny': dict(
         image_size=64, sr_factor=4, window=4, overlap=2, channels=16, channel_mults=(1, 2, 2, 2),
         attention_resolutions=(8,), batch_size=8, steps=dict(t2i=1200, ssr=1200),
     ),
     'small': dict(
-        image_size=256, sr_factor=4, window=8, overlap=2, channels=64, channel_mults=(1, 2, 2, 4, 4),
+        image_size=256, sr_factor=4, window=9, overlap=2, channels=64, channel_mults=(1, 2, 2, 4, 4),
         attention_resolutions=(16,), batch_size=16, steps=dict(t2i=50_000, ssr=20_000),
     ),
     'paper': dict(
-        image_size=1024, sr_factor=8, window=16, overlap=2, channels=128, channel_mults=(1, 2, 4, 8, 8),
+        image_size=1024, sr_factor=8, window=15, overlap=2, channels=128, channel_mults=(1, 2, 4, 8, 8),
         num_res_blocks=2, attention_resolutions=(64,), batch_size=64, steps=dict(t2i=500_000, ssr=500_000),
     ),
 }
 
 
 def _parse_arg(arg: str) -> dict[str, str]:
-  """Parses `stage=base,size=tiny[,sr=1]` into a dict, rejecting unknown keys and values."""
-  parsed = {'stage': 'base', 'size': 'tiny'}
-  for item in filter(None, (arg or '').split(',')):
-    key, sep, value = item.partition('=')
-    if not sep or key not in (*parsed, 'sr'):
-      raise ValueError(f'config argument {item!r}: expected stage=<{"|".join(STAGES)}>, '
-                       f'size=<{"|".join(SIZES)}> or sr=<0|1>, comma-separated')
-    parsed[key] = value
-  if parsed['stage'] not in STAGES:
-    raise ValueError(f'config argument stage={parsed["stage"]!r}: must be one of {STAGES}')
-  if parsed['size'] not in SIZES:
-    raise ValueError(f'config argument size={parsed["size"]!r}: must be one of {tuple(SIZES)}')
-  parsed.setdefault('sr', '1' if parsed['stage'] == 'ssr' else '0')
-  allowed = {'t2i': ('0', '1'), 'base': ('0',), 'ssr': ('1',), 'conditional': ('0',)}[parsed['stage']]
+  """Parses `stage=base,size=tiny[,sr=1][,backbone=...]`, rejecting unknown keys and values; `sr` defaults per stage
+  and must match an IF preset's stage (I: no super-resolution, II: super-resolution)."""
+  parsed = config_lib.parse_arg(
+      arg, {'stage': 'base', 'size': 'tiny', 'sr': '', 'backbone': 'lumiere'},
+      {'stage': tuple(stages.STAGES), 'size': tuple(SIZES), 'sr': ('', '0', '1'),
+       'backbone': ('lumiere', *backbones.IF_PRESETS)})
+  allowed = tuple(str(int(sr)) for sr in stages.STAGES[parsed['stage']].super_resolution)
+  parsed['sr'] = parsed['sr'] or allowed[0]
   if parsed['sr'] not in allowed:
     raise ValueError(f'config argument sr={parsed["sr"]!r}: stage {parsed["stage"]} allows {allowed}')
+  if parsed['backbone'] in backbones.IF_PRESETS:
+    want = '1' if backbones.IF_PRESETS[parsed['backbone']][2] else '0'
+    if parsed['sr'] != want:
+      raise ValueError(f'config argument backbone={parsed["backbone"]}: an IF stage {"II" if want == "1" else "I"} '
+                       f'model, for {"super-resolution (sr=1, stage ssr)" if want == "1" else "sr=0"} stages')
   return parsed
 
 
 def get_config(arg: str = '') -> ml_collections.ConfigDict:
   args = _parse_arg(arg)
+  stage = stages.STAGES[args['stage']]
   sr = args['sr'] == '1'
+  conditioning = stages.SUPERRES if sr else stage.conditioning
   size = {**SIZES[args['size']], **(SR_SIZES[args['size']] if sr else {})}
   num_levels = len(size['channel_mults'])
   c = ml_collections.ConfigDict()
@@ -95,6 +105,7 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.seed = 0
 
   c.model = ml_collections.ConfigDict(dict(
+      backbone='lumiere',  # the spatial U-Net: 'lumiere' (models/unet.py) or 'deepfloyd_if' (model.deepfloyd)
       image_size=size['image_size'],
       # Frames per clip; the t2i stage trains on single frames (num_frames is ignored there), the ssr stage on
       # windows of sr.window frames (num_frames: the clip length it upsamples when sampling its own test clips).
@@ -104,8 +115,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # Channels of a conditioning video concatenated to the noisy input (0: none; super-resolution: 3, the upsampled
       # low-res clip; the conditional stage: 4, masked video and mask) and whether its noise-augmentation level is
       # an input of the model.
-      cond_channels=3 if sr else 4 if args['stage'] == 'conditional' else 0,
-      cond_noise_level=sr,
+      cond_channels=conditioning.channels,
+      cond_noise_level=conditioning.noise_level,
       channels=size['channels'],
       channel_mults=size['channel_mults'],
       num_res_blocks=size['num_res_blocks'],
@@ -120,10 +131,22 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # Temporal self-attention blocks stacked at the coarsest level (the bottleneck). 0: (2+1)D convolutions there
       # too, as in the SSR, which inflates the image SR model with temporal convolutions only.
       temporal_attention_depth=0 if sr else size['temporal_attention_depth'],
-      dtype='float32',  # compute dtype; parameters are always float32
+      # Compute dtype; parameters, optimizer moments and EMA are always float32. bfloat16 from `small` up (the paper
+      # shape does not fit a v5p chip in float32, BENCHMARKS.md); float32 at `tiny`, where the tests need exactness.
+      dtype='float32' if args['size'] == 'tiny' else 'bfloat16',
       remat_policy='none',  # 'none' or a name in jax.checkpoint_policies, e.g. 'nothing_saveable'
-      # base / ssr stage: t2i (ssr: image SR, `stage=t2i,sr=1`) workdir (latest checkpoint) or a checkpoint step
-      # directory to take spatial weights from; conditional stage: a base run, every weight (models/widen.py).
+      # remat_policy applies to the remat_levels finest levels (-1: all, and the middle); remat_coarse_policy to
+      # the others, so the coarse levels keep their small activations while level 0 recomputes (BENCHMARKS.md).
+      remat_levels=-1,
+      remat_coarse_policy='none',
+      # Attention kernel: 'auto' (cuDNN flash attention on GPU in bf16/fp16, XLA elsewhere), 'xla' or 'cudnn'.
+      attention='auto',
+      # Temporal layers: 'auto' (the measured winner of the platform, stunet.TEMPORAL_LAYOUT_BY_PLATFORM),
+      # 'transpose' (pixels folded into batch) or 'video' (computed in the (B, T, H, W, C) layout).
+      temporal_layout='auto',
+      # base / ssr stage: t2i (ssr: image SR, `stage=t2i,sr=1`) workdir (latest checkpoint), checkpoint step
+      # directory or export to take spatial weights from; conditional stage: a base run, every weight
+      # (models/widen.py). Required while those weights stay frozen; 'none' keeps them random on purpose.
       init_from='',
   ))
 
@@ -148,6 +171,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # Added to the cosine log-SNR (Hoogeboom et al. 2023 use 2*log(64/resolution)); 0 = plain cosine.
       logsnr_shift=0.0,
       text_dropout=0.1,  # fraction of training captions replaced by the empty caption (classifier-free guidance)
+      # 'cosine_logsnr' (continuous time, the fields above) or 'squaredcos_cap_v2' (num_timesteps discrete DDPM steps,
+      # DeepFloyd IF's); what the network predicts: 'v' or 'eps'; its variance: 'fixed' or 'learned_range' (twice
+      # the channels, improved DDPM's interpolation; discrete schedule only), trained with vlb_weight x the bound.
+      schedule='cosine_logsnr',
+      num_timesteps=1000,
+      parameterization='v',
+      variance='fixed',
+      vlb_weight=0.001,
   ))
 
   # Super-resolution (stage ssr; t2i with sr=1). The model reads the high-res clip's area down-sampling by `factor`,
@@ -170,11 +201,13 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   ))
 
   c.sample = ml_collections.ConfigDict(dict(
-      sampler='ddim',  # ddim | ancestral
+      sampler='ddim',  # ddim | ancestral | ddpm (diffusers' DDPMScheduler steps; discrete schedule only)
       steps=50,
       eta=0.0,  # DDIM stochasticity: 0 deterministic, 1 = ancestral
       guidance=3.0,  # classifier-free guidance scale; 1 = conditional only
       dynamic_threshold=0.0,  # percentile in (0, 1) for Imagen's dynamic thresholding; 0 = plain clip to [-1, 1]
+      dynamic_threshold_max=config_dict.placeholder(float),  # cap of the threshold (IF: 1.5 stage I); None: no cap
+      timestep_spacing='leading',  # ddpm: the inference timesteps, 'leading' (IF's), 'trailing' or 'linspace' 
       prompts=('a red circle moving right', 'a blue square moving left', 'a green triangle moving down',
                'a yellow circle moving up'),
       every_steps=0,  # periodic samples during training; 0 = only at the end
@@ -209,6 +242,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       resume_on_other_process_count=False,
       num_workers=0,  # grain worker processes; 0 decodes in the main process
       max_bad_fraction=0.05,  # stop when more than this fraction of records read so far was bad; < 1
+      # ... judged once a process has read this many records (and at the end of finite data): one bad record among
+      # the first few says nothing about the data.
+      min_records_for_bad_fraction=200,
+      # t2i only: a second source of single images (`lumiere-data prepare --images` shards, WebDataset `.tar` globs
+      # or `tfds:name`), mixed with `source` so that `image_fraction` of the examples are images ('' = none);
+      # images with a side under `image_min_size` or more than `image_max_pixels` declared are bad records.
+      image_source='',
+      image_fraction=0.5,
+      image_min_size=8,
+      image_max_pixels=8192 * 8192,
+      tfds_image_key='image',
   ))
 
   steps = size['steps'][args['stage']]
@@ -216,7 +260,10 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       batch_size=size['batch_size'],  # global, over all processes
       steps=steps,
       learning_rate=2e-3 if args['size'] == 'tiny' else 1e-4,
-      warmup_steps=min(1000, steps // 10),
+      # None (the default): scaled to train.steps by `lumiere_jax.train.intervals` (min(1000, steps / 10) warmup
+      # steps, a log line every min(25, steps / 10), a checkpoint every min(200, steps / 5)), so overriding
+      # train.steps alone gives a consistent short run; a value set here is used as it is.
+      warmup_steps=config_dict.placeholder(int),
       weight_decay=0.0,
       grad_clip=1.0,
       ema_decay=0.999 if args['size'] != 'tiny' else 0.99,
@@ -225,9 +272,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # paths. The text encoder stays frozen by default, as the paper's T5 does: trained on single frames (t2i), the
       # built-in one learns to erase the words about motion that the base stage needs (BENCHMARKS.md, demo), while
       # its random initial features keep every word apart.
-      trainable={'t2i': 'unet', 'conditional': 'conditional'}.get(args['stage'], 'temporal'),
-      log_every=25,
-      checkpoint_every=200,
+      trainable=stage.trainable,
+      log_every=config_dict.placeholder(int),
+      checkpoint_every=config_dict.placeholder(int),
       keep_checkpoints=3,
       # A step with a NaN/Inf loss or gradient leaves parameters, optimizer and EMA unchanged: 'skip' counts it and
       # goes on (stopping after `max_nonfinite_in_a_row` such steps in a row), 'stop' ends the job at the first one.
@@ -261,5 +308,28 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       max_replicated_fraction=1.0,
   ))
 
+  if args['backbone'] in backbones.IF_PRESETS:
+    _use_deepfloyd(c, args['backbone'])
   c.lock()
   return c
+
+
+def _use_deepfloyd(c: ml_collections.ConfigDict, preset: str) -> None:
+  """Switches `c` to a DeepFloyd IF backbone: its U-Net shape, image size, text (T5-XXL through `text.checkpoint`;
+  the tiny presets keep the built-in encoder), diffusion and sampler (IF's pipeline settings)."""
+  unet, image_size, sr_factor = backbones.IF_PRESETS[preset]
+  levels = len(unet['block_out_channels'])
+  c.model.update(backbone='deepfloyd_if', image_size=image_size,
+                 temporal_downsample=(not sr_factor,) * (levels - 1))
+  c.model.deepfloyd = ml_collections.ConfigDict(unet)
+  if unet['encoder_hid_dim'] == backbones.T5_XXL_WIDTH:
+    c.text.update(encoder='t5', width=backbones.T5_XXL_WIDTH, max_length=backbones.IF_TEXT_LENGTH)
+  else:
+    c.text.width = unet['encoder_hid_dim']
+  c.diffusion.update(schedule='squaredcos_cap_v2', parameterization='eps', variance='learned_range')
+  # IF's pipelines: 100 DDPM steps, guidance 7, thresholding at the 95th percentile capped at 1.5 (stage I) or 1
+  # (stage II); stage II noises its low-res input to timestep 250 (time 0.251).
+  c.sample.update(sampler='ddpm', steps=100, guidance=7.0, dynamic_threshold=0.95,
+                  dynamic_threshold_max=1.0 if sr_factor else 1.5)
+  if sr_factor:
+    c.sr.update(factor=sr_factor, sample_augment=0.251)

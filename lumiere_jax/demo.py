@@ -17,6 +17,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from lumiere_jax import config as config_lib
+from lumiere_jax import models
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import synthetic
 from lumiere_jax.train import main as train_main, state as state_lib
@@ -31,7 +32,6 @@ def stage_config(stage: str, steps: int | None, **model_overrides):
   config.unlock()
   if steps is not None:
     config.train.steps = steps
-    config.train.warmup_steps = min(config.train.warmup_steps, steps)
   config.model.update(model_overrides)
   config.data.num_workers = 1  # decode in a worker process while the step runs
   config.lock()
@@ -72,8 +72,8 @@ def main(argv):
   prompts, wanted = zip(*caption_prompts())
   print(f'== 3/3 sampling {len(prompts)} prompts ({base.sample.steps} {base.sample.sampler} steps, '
         f'guidance {base.sample.guidance})', flush=True)
-  setup = state_lib.TrainSetup.create(base, result.state['step'].sharding.mesh)
-  videos = sample_lib.generate(setup.spec, state_lib.inference_params(result.state), base, prompts, seed=1)
+  videos = sample_lib.generate(models.model_spec(base), state_lib.inference_params(result.state), base, prompts,
+                               seed=1)
   if jax.process_index() == 0:
     paths = sample_lib.write_samples(videos, prompts, workdir / 'samples', base.sample.fps)
     agreement = caption_agreement(videos, list(wanted))

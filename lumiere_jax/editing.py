@@ -18,7 +18,7 @@ from lumiere_jax.models import params as params_lib
 
 
 def sdedit(sample_from: Callable[[jax.Array, float], jax.Array], video: jax.Array, noise: jax.Array, *,
-           schedule: schedules.Schedule, strength: float) -> jax.Array:
+           schedule, strength: float) -> jax.Array:
   """Edits `video` (B, ...) in [-1, 1] with SDEdit.
 
   Args:
@@ -26,7 +26,7 @@ def sdedit(sample_from: Callable[[jax.Array, float], jax.Array], video: jax.Arra
       `lambda z, t: samplers.sample(denoise_fn, z, ..., t_start=t)`.
     video: the clip to edit.
     noise: standard normal like `video` (the seed's noise).
-    schedule: the model's noise schedule.
+    schedule: the model's noise schedule (`schedules.from_config`).
     strength: in [0, 1]; how far into the forward process the input is noised.
   """
   if not 0.0 <= strength <= 1.0:

@@ -3,10 +3,11 @@
 Classifier-free guidance pairs each caption with the empty caption (zero embeddings, empty mask: what text dropout
 trains). The sampler, steps, guidance and thresholding come from the run's `config.sample`, overridable by flags.
 
-Super-resolution models (`models.stage_conditioning`) also take the low-res clips they upsample: bilinearly upsampled,
-noised once per clip to `sr.sample_augment` (noise-conditioning augmentation, the level told to the model) and shared
-by both guidance branches. The SSR runs on windows of `sr.window` frames overlapping by `sr.overlap`, reconciled at
-every step by MultiDiffusion (`diffusion/multidiffusion.py`); the sampler's noise is drawn once for the whole clip.
+Super-resolution models (`stages.SUPERRES` conditioning) also take the low-res clips they upsample: bilinearly
+upsampled, noised once per clip to `sr.sample_augment` (noise-conditioning augmentation, the level told to the
+model) and shared by both guidance branches. The SSR runs on windows of `sr.window` frames overlapping by
+`sr.overlap`, reconciled at every step by MultiDiffusion (`diffusion/multidiffusion.py`); the sampler's noise is
+drawn once for the whole clip.
 
 The conditional stage reads a given clip and mask (`conditional.py`; nothing given: text-to-video) and keeps the given
 pixels in its output; any video stage edits a clip by SDEdit (`edit`, `strength`).
@@ -19,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lumiere_jax import conditional, editing, models
+from lumiere_jax import conditional, editing, stages
 from lumiere_jax.data import synthetic, tokenizers, transforms, video
-from lumiere_jax.diffusion import guidance, losses, multidiffusion, samplers, schedules, superres
+from lumiere_jax.diffusion import guidance, losses, multidiffusion, parameterization, samplers, schedules, superres
 from lumiere_jax.models.params import ModelSpec
 from lumiere_jax.parallel import mesh as mesh_lib
 
@@ -32,7 +33,7 @@ def clip_shape(config, num_frames: int | None = None) -> tuple[int, int, int, in
   `num_frames` (an SR model's: its low-res input's) replaces the config's frame count.
   """
   m = config.model
-  frames = num_frames or (1 if config.stage == 't2i' else m.num_frames)
+  frames = num_frames or stages.of(config).sample_frames(config)
   return frames, m.image_size, m.image_size, m.out_channels
 
 
@@ -47,17 +48,18 @@ def check_lowres(config, shape: tuple[int, ...]) -> None:
   if len(shape) != 5 or tuple(shape[2:]) != (size, size, 3):
     raise ValueError(f'low-res input of shape {tuple(shape)}: this model (model.image_size={config.model.image_size}, '
                      f'sr.factor={config.sr.factor}) upsamples (N, frames, {size}, {size}, 3) clips')
-  if config.stage == 'ssr' and shape[1] < config.sr.window:
+  if stages.of(config).windowed and shape[1] < config.sr.window:
     raise ValueError(f'sr.window={config.sr.window} is longer than the {shape[1]}-frame clip to upsample')
 
 
 def _superres_context(config, lowres, rng, schedule) -> dict:
-  """The SR conditioning inputs for low-res clips (N, T, h, w, 3) in [-1, 1], noised to `sr.sample_augment`."""
+  """The SR conditioning inputs for low-res clips (N, T, h, w, 3) in [-1, 1], noised to `sr.sample_augment` (the
+  model told that level as `schedule.model_input` gives it)."""
   height, width = config.model.image_size, config.model.image_size
   condition = superres.upsample(jnp.asarray(lowres, jnp.float32), height, width)
-  logsnr = jnp.full(lowres.shape[:1], schedule.logsnr(config.sr.sample_augment), jnp.float32)
-  noised = losses.add_noise(condition, jax.random.normal(rng, condition.shape), logsnr)
-  return dict(conditioning=noised, conditioning_logsnr=logsnr)
+  times = jnp.full(lowres.shape[:1], config.sr.sample_augment, jnp.float32)
+  noised = losses.add_noise(condition, jax.random.normal(rng, condition.shape), schedule.logsnr(times))
+  return dict(conditioning=noised, conditioning_level=schedule.model_input(times))
 
 
 def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None):
@@ -71,8 +73,10 @@ def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.shard
   `mesh`, the SSR's MultiDiffusion windows are spread over its data-parallel devices (when they divide evenly).
   """
   s = config.sample
-  schedule = schedules.Schedule.from_config(config.diffusion)
-  superresolution = models.stage_conditioning(config) == models.SUPERRES
+  schedule = schedules.from_config(config.diffusion)
+  param = parameterization.Parameterization.from_config(config.diffusion)
+  stage = stages.of(config)
+  superresolution = stage.conditioning_of(config) == stages.SUPERRES
 
   def sample(params, tokens, token_mask, rng, lowres=None, given=None, edit=None):
     model = spec.merge(params)
@@ -84,18 +88,20 @@ def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.shard
     if given is not None:
       context['conditioning'] = conditional.model_input(*given)
     shape = (tokens.shape[0], *clip_shape(config, lowres.shape[1] if superresolution else None))
-    denoise_with_context = lambda z, logsnr, context: model(z, logsnr, **context)  # noqa: E731
-    if config.stage == 'ssr':
+    denoise_with_context = lambda z, level, context: model(z, level, **context)  # noqa: E731
+    if stage.windowed:
       denoise_with_context = multidiffusion.windowed(
           denoise_with_context, num_frames=shape[1], window=config.sr.window, overlap=config.sr.overlap,
           frame_inputs={name: name == 'conditioning' for name in context},
           window_sharding=_window_sharding(mesh, config, shape))
     empty = dict(context, text_emb=jnp.zeros_like(text_emb), text_mask=jnp.zeros_like(token_mask))
-    denoise = guidance.classifier_free_guidance(denoise_with_context, context, empty, s.guidance)
+    denoise = guidance.classifier_free_guidance(denoise_with_context, context, empty, s.guidance,
+                                                learned_variance=param.learned_variance)
     noise = jax.random.normal(rng_noise, shape, jnp.float32)
     walk = lambda z, t_start: samplers.sample(  # noqa: E731
         denoise, z, schedule=schedule, steps=s.steps, sampler=s.sampler, eta=s.eta, rng=rng_steps,
-        dynamic_threshold=s.dynamic_threshold, t_start=t_start)
+        dynamic_threshold=s.dynamic_threshold, t_start=t_start, parameterization=param,
+        dynamic_threshold_max=s.dynamic_threshold_max, spacing=s.timestep_spacing)
     videos = walk(noise, 1.0) if edit is None else editing.sdedit(walk, edit, noise, schedule=schedule,
                                                                   strength=strength)
     return videos if given is None else conditional.keep_given(videos, *given)
@@ -137,14 +143,16 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   sampler = sampler or make_sampler(spec, config, strength, mesh)
   per_prompt = lambda x: jnp.broadcast_to(jnp.asarray(x), (len(prompts), *np.shape(x)))  # noqa: E731
   kwargs = {} if edit is None else dict(edit=per_prompt(transforms.normalize(np.asarray(edit))))
-  if models.stage_conditioning(config) == models.MASKED:
+  conditioning = stages.of(config).conditioning_of(config)
+  if conditioning == stages.MASKED:
     frames, height, width, _ = clip_shape(config)
     clip, keep = given or (np.zeros((frames, height, width, 3), np.uint8), np.zeros((frames, height, width, 1)))
     kwargs['given'] = (per_prompt(transforms.normalize(np.asarray(clip))), per_prompt(np.asarray(keep, np.float32)))
   elif given is not None:
-    raise ValueError(f'stage {config.stage} reads no given clip and mask; the conditional stage does')
+    raise ValueError(f'stage {config.stage} reads no given clip and mask; a stage conditioned on {stages.MASKED.name} '
+                     'does')
   args = ()
-  if models.stage_conditioning(config) == models.SUPERRES:
+  if conditioning == stages.SUPERRES:
     lowres = training_lowres(config, len(prompts), seed) if lowres is None else np.asarray(lowres)
     check_lowres(config, lowres.shape)
     if len(lowres) != len(prompts):

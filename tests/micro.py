@@ -4,7 +4,7 @@ import jax
 from flax import nnx
 
 from lumiere_jax import config as config_lib
-from lumiere_jax import models
+from lumiere_jax import models, stages
 from lumiere_jax.models import params as params_lib
 from lumiere_jax.parallel import mesh as mesh_lib
 from lumiere_jax.train import state as state_lib
@@ -24,6 +24,8 @@ def micro_config(stage='base', data_dir=None, **overrides):
   config.train.update(dict(batch_size=4, steps=4, warmup_steps=1, log_every=2, checkpoint_every=2))
   config.sample.update(dict(steps=2, every_steps=0, prompts=('a red circle moving right',)))
   config.mesh.data = 1
+  if stages.STAGES[stage].init_from:
+    config.model.init_from = stages.RANDOM_INIT  # tests train on random frozen weights unless they say otherwise
   for path, value in overrides.items():
     section, name = path.split('.')
     config[section][name] = value

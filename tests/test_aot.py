@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from lumiere_jax.parallel import aot
+from lumiere_jax.train import aot
 from micro import micro_config
 from test_cli import MICRO, ROOT, _env
 

@@ -18,7 +18,7 @@ MICRO = ['--config.model.image_size=16', '--config.model.num_frames=8', '--confi
          '--config.model.attention_resolutions=(4,)', '--config.model.num_heads=2', '--config.model.norm_groups=4',
          '--config.text.width=32', '--config.text.depth=1', '--config.text.max_length=16',
          '--config.data.synthetic_clips=16', '--config.train.batch_size=4', '--config.train.warmup_steps=1',
-         '--config.sample.steps=2']
+         '--config.sample.steps=2', '--config.model.init_from=none']
 
 
 def _env(data_dir):

@@ -8,7 +8,7 @@ import pytest
 from absl import flags
 from PIL import Image
 
-from lumiere_jax import conditional, models
+from lumiere_jax import conditional, stages, validation
 from lumiere_jax import config as config_lib
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import masks, pipeline, video
@@ -23,13 +23,13 @@ PROMPTS = ['a red circle moving right', 'a blue square moving left']
 
 def test_conditional_config():
   config = config_lib.load('stage=conditional,size=tiny')
-  config_lib.validate(config, num_devices=8, num_processes=1)
-  assert models.stage_conditioning(config) == models.MASKED
+  validation.validate(config, num_devices=8, num_processes=1, training=False)  # init_from: the user's to give
+  assert stages.of(config).conditioning_of(config) == stages.MASKED
   assert (config.model.cond_channels, config.model.cond_noise_level) == (4, False)
   assert config.train.trainable == 'conditional' and set(config.conditional.keys()) == set(masks.KINDS)
   zeros = micro_config('conditional', **{f'conditional.{kind}': 0.0 for kind in masks.KINDS})
   with pytest.raises(config_lib.ConfigError, match=r'config\.conditional: mask weights .* not all 0'):
-    config_lib.validate(zeros, num_devices=1, num_processes=1)
+    validation.validate(zeros, num_devices=1, num_processes=1)
 
 
 @pytest.fixture(scope='module')

@@ -38,10 +38,10 @@ def test_conditioning_video_and_its_noise_level_change_the_output():
   assert model.conv_in.kernel.shape[-2] == 6  # 3 noisy + 3 conditioning channels
   x, logsnr, text, mask = inputs()
   low = jax.random.normal(jax.random.PRNGKey(1), x.shape)
-  out = model(x, logsnr, text, mask, conditioning=low, conditioning_logsnr=jnp.zeros(2))
+  out = model(x, logsnr, text, mask, conditioning=low, conditioning_level=jnp.zeros(2))
   assert out.shape == x.shape and out.dtype == jnp.float32
-  other_video = model(x, logsnr, text, mask, conditioning=-low, conditioning_logsnr=jnp.zeros(2))
-  other_level = model(x, logsnr, text, mask, conditioning=low, conditioning_logsnr=jnp.full(2, 5.0))
+  other_video = model(x, logsnr, text, mask, conditioning=-low, conditioning_level=jnp.zeros(2))
+  other_level = model(x, logsnr, text, mask, conditioning=low, conditioning_level=jnp.full(2, 5.0))
   assert float(jnp.abs(out - other_video).max()) > 1e-3 and float(jnp.abs(out - other_level).max()) > 1e-3
 
 
@@ -56,7 +56,7 @@ def test_without_conditioning_the_model_is_unchanged():
     (0, False, dict(conditioning=jnp.zeros((2, FRAMES, SIZE, SIZE, 3))), r'expected \(2, 4, 16, 16, 0\)'),
     (3, False, {}, 'model.cond_channels=3: the model needs a conditioning video'),
     (3, False, dict(conditioning=jnp.zeros((2, FRAMES, 8, 8, 3))), r'conditioning of shape \(2, 4, 8, 8, 3\)'),
-    (3, True, dict(conditioning=jnp.zeros((2, FRAMES, SIZE, SIZE, 3))), 'give conditioning_logsnr'),
+    (3, True, dict(conditioning=jnp.zeros((2, FRAMES, SIZE, SIZE, 3))), 'give conditioning_level'),
 ])
 def test_conditioning_errors(cond_channels, cond_noise_level, kwargs, message):
   with pytest.raises(ValueError, match=message):

@@ -6,12 +6,15 @@ import sys
 import pytest
 
 from lumiere_jax import config as config_lib
+from lumiere_jax import stages, train, validation
 from lumiere_jax.models import temporal_downsample_factor
 
 
 def _config(arg='stage=base,size=tiny', **overrides):
   config = config_lib.load(arg)
   config.unlock()
+  if stages.of(config).init_from:  # random frozen weights on purpose, unless a test gives model.init_from
+    config.model.init_from = stages.RANDOM_INIT
   for field, value in overrides.items():
     section, name = field.split('__')
     config[section][name] = value
@@ -22,7 +25,32 @@ def _config(arg='stage=base,size=tiny', **overrides):
 def test_default_sizes_are_valid():
   for stage in ('t2i', 'base'):
     for size in ('tiny', 'small', 'paper'):
-      config_lib.validate(_config(f'stage={stage},size={size}'), num_devices=8, num_processes=1)
+      validation.validate(_config(f'stage={stage},size={size}'), num_devices=8, num_processes=1)
+
+
+def test_init_from_is_checked_up_front(tmp_path):
+  """A stage built on another run refuses to start without it (its weights would stay frozen at random) or with a
+  path that is no run, before anything is built; 'none', trainable spatial weights or inference skip the check."""
+  with pytest.raises(config_lib.ConfigError, match=r"config\.model\.init_from: the base stage trains on top of a t2i"):
+    validation.validate(_config(model__init_from=''), num_devices=8, num_processes=1)
+  with pytest.raises(config_lib.ConfigError, match=r'config\.model\.init_from: .*missing.* is neither a workdir'):
+    validation.validate(_config(model__init_from=str(tmp_path / 'missing')), num_devices=8, num_processes=1)
+  (tmp_path / 'run' / 'checkpoints').mkdir(parents=True)
+  for fine in (dict(model__init_from=str(tmp_path / 'run')), dict(model__init_from='none'),
+               dict(model__init_from='', train__trainable='all')):
+    validation.validate(_config(**fine), num_devices=8, num_processes=1)
+  validation.validate(_config(model__init_from=''), num_devices=8, num_processes=1, training=False)
+
+
+def test_intervals_follow_train_steps_unless_set():
+  """Overriding train.steps alone gives a valid run whose warmup, log and checkpoint intervals fit it; the defaults
+  of the shipped sizes keep their values; a value that is set wins."""
+  short = _config(train__steps=7)
+  validation.validate(short, num_devices=8, num_processes=1)
+  assert train.intervals(short.train) == (0, 1, 1)
+  assert train.intervals(_config(train__steps=2400).train) == (240, 25, 200)
+  assert train.intervals(_config('stage=base,size=paper').train) == (1000, 25, 200)
+  assert train.intervals(_config(train__steps=7, train__log_every=3).train) == (0, 3, 1)
 
 
 def test_paper_size_is_the_published_shape():
@@ -56,19 +84,19 @@ def test_paper_size_is_the_published_shape():
 ])
 def test_invalid_field_is_named(overrides, field):
   with pytest.raises(config_lib.ConfigError, match=field.replace('.', r'\.')):
-    config_lib.validate(_config(**overrides), num_devices=8, num_processes=1)
+    validation.validate(_config(**overrides), num_devices=8, num_processes=1)
 
 
 def test_t2i_cannot_train_temporal_only():
   config = _config('stage=t2i,size=tiny', train__trainable='temporal')
   with pytest.raises(config_lib.ConfigError, match=r'train\.trainable'):
-    config_lib.validate(config, num_devices=1, num_processes=1)
+    validation.validate(config, num_devices=1, num_processes=1)
 
 
 def test_every_problem_is_reported_at_once():
   config = _config(model__num_frames=6, sample__steps=0)
   with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.validate(config, num_devices=1, num_processes=1)
+    validation.validate(config, num_devices=1, num_processes=1)
   assert 'model.num_frames' in str(error.value) and 'sample.steps' in str(error.value)
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from lumiere_jax import config as config_lib
-from lumiere_jax.eval import i3d, inception_score, periodic, protocol, ucf101, zero_shot
+from lumiere_jax import validation
+from lumiere_jax.eval import checks as eval_checks, i3d, inception_score, protocol, ucf101, zero_shot
 from lumiere_jax.train import main as train_main
 from micro import micro_config
 from test_cli import ROOT, _env
@@ -49,11 +50,11 @@ def test_allocation_sums_exactly_and_stays_within_one_of_proportional():
 
 def test_our_prompts_cover_the_101_classes_in_tfds_order():
   labels = (importlib.resources.files('tensorflow_datasets') / 'video' / 'ucf101_labels.txt').read_text().split()
-  prompts = protocol.load_prompts(config_lib.load(path=periodic.EVAL_CONFIG).prompts, labels)
+  prompts = protocol.load_prompts(config_lib.load(path=config_lib.EVAL_CONFIG_FILE).prompts, labels)
   assert len(labels) == len(set(prompts)) == 101
   assert all(prompt == prompt.strip() and prompt[0].islower() for prompt in prompts)  # sentences, not class names
   with pytest.raises(ValueError, match=r"no prompt for the UCF101 classes \['Zorbing'\]"):
-    protocol.load_prompts(periodic.EVAL_CONFIG.parent / 'ucf101_prompts.json', labels + ['Zorbing'])
+    protocol.load_prompts(config_lib.EVAL_CONFIG_FILE.parent / 'ucf101_prompts.json', labels + ['Zorbing'])
 
 
 def test_plan_follows_the_class_frequencies_in_mixed_chunks():
@@ -98,7 +99,7 @@ class _Generator:
 
 
 def _eval_config(tmp_path, **fields):
-  config = config_lib.load('n=10', periodic.EVAL_CONFIG)
+  config = config_lib.load('n=10', config_lib.EVAL_CONFIG_FILE)
   config.update(dict(chunk_size=3, is_splits=2, reference_dir=str(tmp_path / 'reference')), **fields)
   prompts = tmp_path / 'prompts.json'
   prompts.write_text(json.dumps({name: f'a person doing {name}' for name in CLASSES}))
@@ -143,15 +144,15 @@ def test_an_interrupted_evaluation_resumes_without_regenerating(tmp_path, root):
 
 
 def test_eval_config_errors_name_every_field():
-  config = config_lib.load('n=1,real=test', periodic.EVAL_CONFIG)
+  config = config_lib.load('n=1,real=test', config_lib.EVAL_CONFIG_FILE)
   config.update(dict(frames=8, chunk_size=0, is_splits=0, sample_steps=0))
   with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.validate_eval(config)
+    eval_checks.validate(config)
   for field in ('num_videos', 'frames', 'real_set', 'chunk_size', 'is_splits', 'sample_steps'):
     assert f'config.{field}:' in str(error.value)
-  config_lib.validate_eval(config_lib.load(path=periodic.EVAL_CONFIG))
+  eval_checks.validate(config_lib.load(path=config_lib.EVAL_CONFIG_FILE))
   with pytest.raises(ValueError, match="config argument 'm=3'"):
-    config_lib.load('m=3', periodic.EVAL_CONFIG)
+    config_lib.load('m=3', config_lib.EVAL_CONFIG_FILE)
 
 
 # ------------------------------------------------------------------------------------- training hook and CLI
@@ -198,8 +199,8 @@ def test_training_fvd_config_errors(root):
              'eval.fvd_ucf101_dir': str(root)}, 'eval.fvd_num_videos: 1 must be >= 2')]
   for overrides, message in cases:
     with pytest.raises(config_lib.ConfigError, match=message):
-      config_lib.validate(micro_config(**overrides), num_devices=1)
-  config_lib.validate(micro_config(**{'model.num_frames': 16, 'eval.fvd_every_steps': 5,
+      validation.validate(micro_config(**overrides), num_devices=1)
+  validation.validate(micro_config(**{'model.num_frames': 16, 'eval.fvd_every_steps': 5,
                                       'eval.fvd_ucf101_dir': str(root)}), num_devices=1)
 
 

@@ -1,15 +1,17 @@
 """Exports: exact round trips in both formats and dtypes, the manifest, tampering refused, sampling from an export."""
 
+import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
 
 import jax
-import ml_dtypes
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+import safetensors
 
 from lumiere_jax import export as export_lib
 from lumiere_jax.data import video
@@ -35,7 +37,8 @@ def _mesh():
 
 
 @pytest.mark.parametrize('fmt', export_lib.FORMATS)
-@pytest.mark.parametrize('dtype, use_ema', [('float32', True), ('bfloat16', True), ('float32', False)])
+@pytest.mark.parametrize('dtype, use_ema', [('float32', True), ('bfloat16', True), ('float16', True),
+                                            ('float32', False)])
 def test_an_export_round_trips_exactly(run, tmp_path, fmt, dtype, use_ema):
   workdir, params = run
   manifest = export_lib.export(workdir, tmp_path / 'export', use_ema=use_ema, dtype=dtype, fmt=fmt)
@@ -49,8 +52,32 @@ def test_an_export_round_trips_exactly(run, tmp_path, fmt, dtype, use_ema):
   loaded = jax.device_get(loaded)
   assert loaded.keys() == expected.keys()
   for name, value in expected.items():
-    want = value if dtype == 'float32' else value.astype(ml_dtypes.bfloat16).astype(np.float32)
+    want = value.astype(export_lib.DTYPES[dtype]).astype(np.float32)
     assert loaded[name].dtype == np.float32 and np.array_equal(loaded[name], want), name
+
+
+def test_relative_paths_headers_and_failures(run, tmp_path, monkeypatch):
+  """The README's relative `--out` works for orbax (which wants absolute paths); safetensors files carry the stage,
+  step and digests in their header and the usual file mode; a failed write leaves nothing behind."""
+  workdir, _ = run
+  monkeypatch.chdir(tmp_path)
+  export_lib.export(workdir, 'exports/base-orbax')
+  assert (tmp_path / 'exports' / 'base-orbax' / 'manifest.json').is_file()
+  manifest = export_lib.export(workdir, 'exports/base-st', fmt='safetensors')
+  path = tmp_path / 'exports' / 'base-st' / 'params.safetensors'
+  with safetensors.safe_open(path, 'np') as f:
+    header = f.metadata()
+  assert {k: header[k] for k in ('stage', 'step', 'weights', 'sha256')} == dict(
+      stage='base', step='2', weights='ema', sha256=manifest['sha256'])
+  config_json = (path.parent / 'config.json').read_bytes()
+  assert header['config_sha256'] == hashlib.sha256(config_json).hexdigest()
+  umask = os.umask(0)
+  os.umask(umask)
+  assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+  monkeypatch.setattr(export_lib, '_write_arrays', lambda *a, **k: (_ for _ in ()).throw(OSError('disk full')))
+  with pytest.raises(OSError, match='disk full'):
+    export_lib.export(workdir, 'exports/failed')
+  assert sorted(p.name for p in (tmp_path / 'exports').iterdir()) == ['base-orbax', 'base-st']
 
 
 def _flip_a_byte(path):

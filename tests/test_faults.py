@@ -1,4 +1,5 @@
-"""Fault tolerance: a corrupted checkpoint falls back to the step before; non-finite steps are skipped and counted."""
+"""Fault tolerance: a corrupted checkpoint falls back to the step before (one-line reasons); non-finite steps are
+skipped and counted; too many bad records stop the job, judged over enough records and named."""
 
 import itertools
 import json
@@ -6,17 +7,20 @@ import logging
 import re
 import shutil
 
+import grain
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from lumiere_jax import config as config_lib
-from lumiere_jax.data import pipeline
+from lumiere_jax import validation
+from lumiere_jax.data import pipeline, records, tokenizers
 from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from lumiere_jax.train import checkpoint, main as train_main, metrics as metrics_lib
 from lumiere_jax.train import state as state_lib, step as step_lib
 from micro import micro_config
+from test_pipeline import make_config, mixed_source  # noqa: F401  (a fixture)
 from test_train import _batch, _tree_equal
 
 
@@ -77,9 +81,11 @@ def test_a_corrupted_latest_step_falls_back_to_the_previous_one(run, tmp_path, c
   assert _tree_equal(jax.device_get(state), reference)
   next_batch, reference_batch = next(iterator), next(reference_iterator)
   assert all(np.array_equal(next_batch[k], reference_batch[k]) for k in reference_batch)
-  assert 'checkpoint step 4' in caplog.text and 'could not be restored' in caplog.text
-  if corruption == 'flipped bits':
-    assert 'differ from the checksums' in caplog.text
+  warnings = [r.getMessage() for r in caplog.records if 'could not be restored' in r.getMessage()]
+  assert len(warnings) == 1 and len(warnings[0].splitlines()) == 1, warnings  # one line: step, file, cause
+  assert warnings[0].startswith('checkpoint step 4 could not be restored: ') and str(copy) in warnings[0]
+  assert {'deleted metadata': '_METADATA is missing', 'flipped bits': 'differ from the checksums',
+          'truncated array file': '(array ', 'zeroed array file': '(array '}[corruption] in warnings[0]
   # The bad step is set aside, not deleted, so saving step 4 again works.
   assert checkpointer.latest_step() == 2
   assert [p.name.split('-')[0] for p in checkpoint.unreadable_dir(copy).iterdir()] == ['4']
@@ -205,4 +211,22 @@ def test_nonfinite_policy(policy, flags, stops_at, tmp_path):
 @pytest.mark.parametrize('field, value', [('nonfinite', 'ignore'), ('max_nonfinite_in_a_row', 0)])
 def test_nonfinite_config_is_validated(field, value):
   with pytest.raises(config_lib.ConfigError, match=rf'config\.train\.{field}: '):
-    config_lib.validate(micro_config(**{f'train.{field}': value}), num_devices=1)
+    validation.validate(micro_config(**{f'train.{field}': value}), num_devices=1)
+
+
+def test_the_bad_fraction_is_judged_over_a_minimum_of_records_and_names_the_bad_ones(tmp_path, mixed_source):
+  # 8 of every 32 records are bad (25%), above max_bad_fraction=0.1, but nothing is judged before 40 records.
+  config = make_config(tmp_path, source=mixed_source, max_bad_fraction=0.1, min_records_for_bad_fraction=40)
+  iterator = pipeline.make_train_iterator(config)
+  with pytest.raises(pipeline.BadDataError, match=r'records read by this process were bad') as info:
+    for _ in range(20):
+      next(iterator)
+  assert 40 <= iterator.stats['records_read'] <= 41
+  named = re.findall(r"shard (\S+) record (\d+)(?: \(key '([^']+)'\))?: ", str(info.value))
+  assert len(named) == 3, str(info.value)
+  transform = pipeline.ClipTransform(records.decode_record, config.model.image_size, config.model.num_frames,
+                                     config.data.fps, tokenizers.build_tokenizer(config.text), train=False)
+  for path, index, key in named:  # each named record is where the message says, and bad
+    raw = grain.sources.ArrayRecordDataSource([path])[int(index)]
+    marker = transform.random_map((int(index), raw), np.random.default_rng(0))
+    assert 'bad' in marker and marker['key'] == key, (path, index, marker)

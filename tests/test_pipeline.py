@@ -190,7 +190,8 @@ def test_bad_record_counts_survive_resume(tmp_path, mixed_source):
 
 
 def test_too_many_bad_records_stop_the_job(tmp_path, mixed_source):
-  iterator = pipeline.make_train_iterator(make_config(tmp_path, source=mixed_source, max_bad_fraction=0.1))
+  iterator = pipeline.make_train_iterator(make_config(tmp_path, source=mixed_source, max_bad_fraction=0.1,
+                                                     min_records_for_bad_fraction=4))
   with pytest.raises(pipeline.BadDataError, match=r'data\.max_bad_fraction=0\.1') as info:
     _take(iterator, 8)
   assert any(reason in str(info.value) for reason in BAD_REASONS)

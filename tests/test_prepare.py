@@ -15,7 +15,8 @@ import pytest
 from absl import flags
 
 from lumiere_jax import config as config_lib
-from lumiere_jax.data import pipeline, prepare, records, transforms, video
+from lumiere_jax.data import pipeline, records, transforms, video
+from lumiere_jax.ingest import clips as clips_lib, options as options_lib, prepare
 
 flags.FLAGS.mark_as_parsed()  # grain reads absl flags; outside app.run they must be marked parsed
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -99,7 +100,7 @@ def collection(tmp_path_factory):
 
 def _run(collection, out, workers=1, **options):
   options = dict(FAST, videos=str(collection / 'videos'), captions=str(collection / 'captions.csv')) | options
-  return prepare.prepare(prepare.Options(**options), out, workers=workers, log=lambda line: None)
+  return prepare.prepare(options_lib.Options(**options), out, workers=workers, log=lambda line: None)
 
 
 def _shards(out):
@@ -239,6 +240,24 @@ def test_interrupted_run_resumes_without_duplicates(collection, prepared, tmp_pa
     _run(collection, tmp_path, size=48)
 
 
+def test_a_shard_interrupted_while_written_leaves_no_file(collection, tmp_path, monkeypatch):
+  encoded_record, started = clips_lib.encoded_record, set()
+
+  def interrupted_at_a_shards_second_clip(clip, options):
+    shard = prepare.shard_of(clip.key, FAST['num_shards'])
+    if shard in started:
+      raise KeyboardInterrupt
+    started.add(shard)
+    return encoded_record(clip, options)
+
+  monkeypatch.setattr(clips_lib, 'encoded_record', interrupted_at_a_shards_second_clip)
+  with pytest.raises(KeyboardInterrupt):
+    _run(collection, tmp_path)
+  shards = sorted(path.name for path in tmp_path.glob('*.array_record'))
+  assert len(shards) < FAST['num_shards'] and not list(tmp_path.glob('.*.tmp-*'))
+  assert shards == sorted(path.stem for path in (tmp_path / prepare.DONE).glob('*.json'))  # only complete ones
+
+
 def _cli(*args):
   env = dict(os.environ, PYTHONUNBUFFERED='1')
   return subprocess.run([sys.executable, '-m', 'lumiere_jax.cli.data', *args], cwd=ROOT, env=env, capture_output=True,
@@ -251,7 +270,7 @@ def test_command_line_and_training_reads_the_output(collection, prepared, tmp_pa
   result = _cli('prepare', f'--videos={collection / "videos"}', f'--captions={collection / "captions.csv"}',
                 f'--out={out}', '--workers=2', *flags_)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert 'wrote 9 clips (0.00 h of video) from 17 inputs in 3 shards; skipped 11 (' in result.stdout
+  assert 'wrote 9 clips (9.0 s of video) from 17 inputs in 3 shards; skipped 11 (' in result.stdout
   assert f'manifest: {out / "manifest.json"}' in result.stdout
   assert _shards(out) == _shards(prepared[0])
 
@@ -265,5 +284,7 @@ def test_command_line_and_training_reads_the_output(collection, prepared, tmp_pa
   (tmp_path / 'bad.csv').write_text('path,caption\nempty.mp4,nothing to see\n')
   result = _cli('prepare', f'--manifest={tmp_path / "bad.csv"}', f'--out={tmp_path / "none"}', '--workers=1')
   assert result.returncode != 0 and 'no clips written: zero-byte file: 1' in result.stderr
+  assert 'Traceback' not in result.stderr
+  assert sorted(path.name for path in (tmp_path / 'none').iterdir()) == ['.prepare.lock', 'manifest.json']
   result = _cli('prepare', f'--manifest={tmp_path / "bad.csv"}', f'--out={tmp_path / "none"}', '--size=64')
-  assert result.returncode != 0 and '--size=128' in result.stderr and '--size=64' in result.stderr
+  assert result.returncode != 0 and 'no clips written: zero-byte file: 1' in result.stderr  # not refused: unpinned

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from lumiere_jax import config as config_lib
-from lumiere_jax import models
+from lumiere_jax import stages, validation
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import tokenizers, video
 from lumiere_jax.diffusion import multidiffusion
@@ -34,15 +34,20 @@ def sr_config(stage='ssr', **overrides):
   return micro_config(stage, **{**SR, **overrides})
 
 
-@pytest.mark.parametrize('size, high, low, window', [('tiny', 64, 16, 4), ('paper', 1024, 128, 16)])
+@pytest.mark.parametrize('size, high, low, window', [('tiny', 64, 16, 4), ('small', 256, 64, 9),
+                                                     ('paper', 1024, 128, 15)])
 def test_ssr_configs(size, high, low, window):
   config = config_lib.load(f'stage=ssr,size={size}')
-  config_lib.validate(config, num_devices=8, num_processes=1)
+  validation.validate(config, num_devices=8, num_processes=1, training=False)  # init_from: the user's to give
   assert (config.model.image_size, config.model.image_size // config.sr.factor, config.sr.window) == (high, low, window)
   assert config.sr.overlap == 2 and not any(config.model.temporal_downsample)
-  assert models.stage_conditioning(config) == models.SUPERRES and config.train.trainable == 'temporal'
+  # The default windows tile the clip with exactly `overlap` frames between neighbours (configs/lumiere.py).
+  starts = multidiffusion.window_starts(config.model.num_frames, config.sr.window, config.sr.overlap)
+  assert all(b - a == config.sr.window - config.sr.overlap for a, b in zip(starts, starts[1:]))
+  assert starts[-1] + config.sr.window == config.model.num_frames
+  assert stages.of(config).conditioning_of(config) == stages.SUPERRES and config.train.trainable == 'temporal'
   image_sr = config_lib.load(f'stage=t2i,size={size},sr=1')
-  config_lib.validate(image_sr, num_devices=8, num_processes=1)
+  validation.validate(image_sr, num_devices=8, num_processes=1)
   assert image_sr.model.image_size == high and image_sr.train.trainable == 'unet'
 
 
@@ -57,7 +62,7 @@ def test_bad_sr_config_names_the_field(arg, overrides, field):
   config = config_lib.load(f'{arg},size=tiny')
   config.sr.update(overrides)
   with pytest.raises(config_lib.ConfigError, match=field):
-    config_lib.validate(config, num_devices=8, num_processes=1)
+    validation.validate(config, num_devices=8, num_processes=1)
 
 
 def test_ssr_refuses_temporal_resampling_and_a_missing_conditioning():
@@ -65,7 +70,7 @@ def test_ssr_refuses_temporal_resampling_and_a_missing_conditioning():
   config.model.temporal_downsample = (True, False, False)
   config.model.cond_channels = 0
   with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.validate(config, num_devices=8, num_processes=1)
+    validation.validate(config, num_devices=8, num_processes=1)
   assert 'config.model.temporal_downsample' in str(error.value) and 'config.model.cond_channels' in str(error.value)
   with pytest.raises(ValueError, match='sr=.0.: stage ssr allows'):
     config_lib.load('stage=ssr,sr=0')
@@ -120,7 +125,7 @@ def test_ssr_at_init_reproduces_the_image_sr_model_frame_by_frame(image_sr_param
 
   def run(spec, params, x, logsnr, text, mask, condition, condition_logsnr):
     return jax.jit(lambda p: spec.merge(p)(x, logsnr, text, mask, conditioning=condition,
-                                           conditioning_logsnr=condition_logsnr))(params)
+                                           conditioning_level=condition_logsnr))(params)
 
   ssr = run(setup.spec, params, x, logsnr, text, mask, condition, condition_logsnr)
   image_spec = one_device_setup(sr_config('t2i')).spec

@@ -18,7 +18,9 @@ from flax import nnx
 from transformers.models.t5 import modeling_t5
 
 from lumiere_jax import config as config_lib
-from lumiere_jax.data import embed_captions, records, tokenizers
+from lumiere_jax import validation
+from lumiere_jax.data import records, tokenizers
+from lumiere_jax.ingest import embed_captions
 from lumiere_jax.models import params as params_lib, t5, t5_weights
 from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from lumiere_jax.train import state as state_lib, step as step_lib
@@ -185,13 +187,13 @@ def _t5_config(checkpoint, **overrides):
 
 
 def test_validate_names_the_t5_fields(checkpoint, tmp_path):
-  config_lib.validate(_t5_config(checkpoint), num_devices=1, num_processes=1)
+  validation.validate(_t5_config(checkpoint), num_devices=1, num_processes=1)
   with pytest.raises(config_lib.ConfigError) as error:
-    config_lib.validate(_t5_config(checkpoint, **{'text.width': 64, 'text.tokenizer': str(tmp_path / 'no.model')}),
+    validation.validate(_t5_config(checkpoint, **{'text.width': 64, 'text.tokenizer': str(tmp_path / 'no.model')}),
                         num_devices=1, num_processes=1)
   assert 'config.text.width: 64' in str(error.value) and 'config.text.tokenizer:' in str(error.value)
   with pytest.raises(config_lib.ConfigError, match='config.text.checkpoint:'):
-    config_lib.validate(_t5_config(tmp_path), num_devices=1, num_processes=1)
+    validation.validate(_t5_config(tmp_path), num_devices=1, num_processes=1)
 
 
 def test_training_keeps_t5_frozen_and_precomputed_embeddings_give_its_loss(checkpoint):

@@ -7,7 +7,7 @@ import pytest
 from lumiere_jax.data import tokenizers
 from lumiere_jax.models import params as params_lib
 from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
-from lumiere_jax.train import main as train_main, state as state_lib, step as step_lib
+from lumiere_jax.train import main as train_main, metrics as metrics_lib, state as state_lib, step as step_lib
 from micro import micro_config
 
 
@@ -125,3 +125,20 @@ def test_precomputed_text_embeddings_give_the_encoders_loss(data_dir):
   assert float(loss(precomputed)) == pytest.approx(float(loss(batch)), rel=1e-6)
   precomputed['text_emb'] = precomputed['text_emb'][::-1]  # other captions' embeddings: another loss
   assert float(loss(precomputed)) != pytest.approx(float(loss(batch)), rel=1e-4)
+
+
+def test_eta_comes_from_the_step_rate_alone(tmp_path, monkeypatch, capsys):
+  # 100 s of set-up before the clock starts, 10 steps of 1 s, and a 30 s checkpoint save: 90 steps left at 1 s each.
+  now = [1000.0]
+  monkeypatch.setattr(metrics_lib.time, 'monotonic', lambda: now[0])
+  writer = metrics_lib.MetricWriter(tmp_path, total_steps=100, enabled=True)
+  now[0] += 100
+  writer.start_clock(0)
+  now[0] += 5
+  with writer.paused():
+    now[0] += 30
+  now[0] += 5
+  writer.write(10, {'loss': 1.0})
+  assert writer.eta_s(10) == pytest.approx(90.0)
+  assert 'eta    90s' in capsys.readouterr().out
+  writer.close()

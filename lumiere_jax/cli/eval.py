@@ -1,5 +1,13 @@
-"""`lumiere-eval --config configs/eval_ucf101.py[:n=N] --workdir RUN_OR_EXPORT --ucf101 DIR [--c3d FILE --c3d_mean
-FILE] --out report.json`: UCF101 zero-shot FVD (and IS) of a run's EMA parameters or of an export.
+r"""lumiere-eval: UCF101 zero-shot FVD (and IS) of a run's EMA parameters or of an export.
+
+  lumiere-eval --config configs/eval_ucf101.py[:n=N,real=train|all,size=tiny] --workdir RUN_OR_EXPORT \
+      --ucf101 DIR --out report.json [--c3d FILE --c3d_mean FILE]
+
+Example (the smoke path, minutes on a CPU: a fake UCF101 folder and a 16-frame tiny base run):
+
+  lumiere-data fake-ucf101 --out workdirs/ucf101-fake
+  lumiere-eval --config configs/eval_ucf101.py:size=tiny --workdir workdirs/base16 \
+      --ucf101 workdirs/ucf101-fake --out workdirs/eval/report.json
 
 Every process generates its share of the videos on its own devices; rerunning the same command resumes from the
 chunks already written (`--videos_dir`). See lumiere_jax/eval/zero_shot.py for the protocol.
@@ -15,12 +23,11 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 from ml_collections import config_flags
 
-from lumiere_jax import config as config_lib
-from lumiere_jax import export as export_lib
+from lumiere_jax import inference, stages
 from lumiere_jax import sample as sample_lib
-from lumiere_jax.eval import c3d, i3d, zero_shot
+from lumiere_jax.cli import errors, usage
+from lumiere_jax.eval import c3d, checks as eval_checks, i3d, zero_shot
 from lumiere_jax.parallel import distributed, mesh as mesh_lib
-from lumiere_jax.train import checkpoint, state as state_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/eval_ucf101.py[:n=<videos>,real=<train|all>]',
                                           lock_config=True)
@@ -32,39 +39,19 @@ _C3D_MEAN = flags.DEFINE_string('c3d_mean', None, "TGANv2's mean2.npz, with --c3
 _OUT = flags.DEFINE_string('out', None, 'JSON report to write.')
 _VIDEOS = flags.DEFINE_string('videos_dir', None, 'Generated chunks (resume state); default <out stem>_videos/ '
                               'beside the report.')
+GROUPS = [('Protocol', (_CONFIG,)), ('Model and data', (_WORKDIR, _UCF101)), ('Output', (_OUT, _VIDEOS)),
+          ('Inception Score (optional)', (_C3D, _C3D_MEAN)), usage.DISTRIBUTED]
 
 
-def _is_export(path: str) -> bool:
-  return (pathlib.Path(path) / 'manifest.json').is_file()
-
-
-def load_model(path: str, mesh: jax.sharding.Mesh):
-  """(config, step, params) of an export (a directory with manifest.json) or a training run's EMA parameters."""
-  if _is_export(path):
-    config, params = export_lib.load_export(path, mesh)
-    return config, export_lib.read_manifest(path)['step'], params
-  return checkpoint.load_inference_params(path, mesh)
-
-
-def _sampling_config(path: str, eval_config):
-  """The run's config with the evaluation's sampling overrides, on a batch-split mesh of this process's devices."""
-  if _is_export(path):
-    config = export_lib.load_config(path)
-  else:
-    workdir, step = checkpoint.resolve(path)
-    config = checkpoint.Checkpointer(workdir, async_save=False).restore_config(step)
-  if config.stage != 'base' or config.model.num_frames < eval_config.frames:
+def _load(path: str, eval_config, devices) -> inference.InferenceModel:
+  """The run or export at `path` with the evaluation's sampling overrides; UsageError unless it generates clips of
+  >= config.frames frames from text."""
+  config = inference.load_config(path)
+  if not stages.of(config).text_to_video or config.model.num_frames < eval_config.frames:
     raise app.UsageError(f'{path}: a {config.stage} model of {config.model.num_frames} frames; the UCF101 protocol '
-                         f'evaluates text-to-video (base) models of >= config.frames={eval_config.frames} frames')
-  config.unlock()
-  config.mesh.data, config.mesh.fsdp, config.mesh.tensor = -1, 1, 1
-  config.eval.fvd_every_steps = 0  # the run's in-training FVD settings play no part here
-  for field, value in (('steps', eval_config.sample_steps), ('guidance', eval_config.guidance)):
-    if value is not None:
-      config.sample[field] = value
-  config.lock()
-  config_lib.validate(config, num_devices=1, num_processes=1)  # the training batch and mesh play no part here
-  return config
+                         f'evaluates text-to-video models of >= config.frames={eval_config.frames} frames')
+  overrides = {'sample.steps': eval_config.sample_steps, 'sample.guidance': eval_config.guidance}
+  return inference.load(path, overrides=overrides, devices=devices)
 
 
 def make_generate(spec, params, config, mesh: jax.sharding.Mesh):
@@ -80,7 +67,7 @@ def main(argv):
   distributed.initialize_from_flags()
   logging.set_verbosity(logging.WARNING)
   eval_config = _CONFIG.value
-  config_lib.validate_eval(eval_config)
+  eval_checks.validate(eval_config)
   if (_C3D.value is None) != (_C3D_MEAN.value is None):
     raise app.UsageError('the Inception Score needs both --c3d and --c3d_mean')
   if _C3D.value and (eval_config.frames != c3d.FRAMES or eval_config.is_splits > eval_config.num_videos):
@@ -91,13 +78,11 @@ def main(argv):
     raise app.UsageError(f'config.chunk_size={eval_config.chunk_size} must be a multiple of the {len(devices)} '
                          'devices of each process')
   start = time.monotonic()
-  config = _sampling_config(_WORKDIR.value, eval_config)
-  mesh = mesh_lib.make_mesh(config.mesh, devices)
-  _, step, params = load_model(_WORKDIR.value, mesh)
-  spec = state_lib.TrainSetup.create(config, mesh).spec
+  model = _load(_WORKDIR.value, eval_config, devices)
+  config, step = model.config, model.step
   features_mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
   models = zero_shot.Models(
-      generate=make_generate(spec, params, config, mesh), features=i3d.I3DFeatures(features_mesh),
+      generate=make_generate(model.spec, model.params, config, model.mesh), features=i3d.I3DFeatures(features_mesh),
       probabilities=c3d.C3DProbabilities(_C3D.value, _C3D_MEAN.value, features_mesh) if _C3D.value else None)
   load_seconds = round(time.monotonic() - start, 3)
   s = config.sample
@@ -120,7 +105,7 @@ def main(argv):
 
 def run():
   flags.mark_flags_as_required(['config', 'workdir', 'ucf101', 'out'])
-  app.run(main)
+  errors.run(main, 'lumiere-eval', GROUPS)
 
 
 if __name__ == '__main__':

@@ -1,10 +1,19 @@
-"""`lumiere-export --workdir DIR --out DIR [--ema | --raw] [--dtype float32|bfloat16] [--format orbax|safetensors]`."""
+"""lumiere-export: a trained run's parameters (no optimizer state) as a directory any sampler can load.
+
+  lumiere-export --workdir RUN --out DIR [--ema | --raw] [--dtype float32|bfloat16] [--format orbax|safetensors]
+
+Example:
+
+  lumiere-export --workdir workdirs/base --out exports/base --format safetensors
+  lumiere-sample --checkpoint exports/base --prompt "a red circle moving right" --out clip.mp4
+"""
 
 import json
 
 from absl import app, flags
 
 from lumiere_jax import export as export_lib
+from lumiere_jax.cli import errors
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Training workdir (latest checkpoint) or a checkpoints/<step> dir.')
 _OUT = flags.DEFINE_string('out', None, 'New export directory (params, config.json, manifest.json).')
@@ -12,6 +21,7 @@ _EMA = flags.DEFINE_bool('ema', None, 'Export the EMA of the trainable parameter
 _RAW = flags.DEFINE_bool('raw', False, 'Export the raw trainable parameters instead of their EMA.')
 _DTYPE = flags.DEFINE_enum('dtype', 'float32', list(export_lib.DTYPES), 'Stored parameter dtype.')
 _FORMAT = flags.DEFINE_enum('format', 'orbax', list(export_lib.FORMATS), 'File format of the parameters.')
+GROUPS = [('Input and output', (_WORKDIR, _OUT)), ('Which weights, stored how', (_EMA, _RAW, _DTYPE, _FORMAT))]
 
 
 def main(argv):
@@ -25,7 +35,7 @@ def main(argv):
 
 def run():
   flags.mark_flags_as_required(['workdir', 'out'])
-  app.run(main)
+  errors.run(main, 'lumiere-export', GROUPS)
 
 
 if __name__ == '__main__':

@@ -1,4 +1,4 @@
-"""`lumiere-sample`'s editing flags (imported by cli/sample.py): the conditional stage's modes, SDEdit, stylization.
+"""Editing with lumiere-sample: the conditional stage's modes, SDEdit, stylization (flags imported by cli/sample.py).
 
   --mode i2v --image in.png                          the image is frame 0 (conditional-stage run)
   --mode inpaint --video in.mp4 --mask mask.png|.mp4 white mask pixels are generated (conditional-stage run)
@@ -7,14 +7,13 @@
   --style-from T2I_RUN --alpha A                     spatial weights (1 - A) * own + A * style; temporal untouched
 
 Files must have the model's frame size; videos at least its frame count (the first frames are used). Given pixels
-are kept in the output (`lumiere_jax/conditional.py`).
+are kept in the sampled clip (`lumiere_jax/conditional.py`); to keep them exactly in the file too, write a lossless
+--out (.png frames or .mkv FFV1): .mp4 (H.264) changes pixel values by a few levels, more at sharp edges.
 """
 
 from absl import app, flags
 
-from lumiere_jax import conditional, editing
-from lumiere_jax.parallel import mesh as mesh_lib
-from lumiere_jax.train import checkpoint
+from lumiere_jax import conditional, editing, inference, stages
 
 MODE = flags.DEFINE_enum('mode', 't2v', ['t2v', *conditional.MODES, 'sdedit'],
                          'What to sample: t2v (text only), or a mode of the module docstring.')
@@ -25,8 +24,9 @@ _STRENGTH = flags.DEFINE_float('strength', None, 'sdedit: how far the --video is
 _STYLE_FROM = flags.DEFINE_string('style-from', None, 'T2I run (workdir or checkpoints/<step>) fine-tuned on a style '
                                   'whose spatial weights are mixed in by --alpha.')
 _ALPHA = flags.DEFINE_float('alpha', None, 'With --style-from: weight of the style\'s spatial parameters, in [0, 1].')
+GROUPS = [('Editing (see the modes below)', (MODE, _IMAGE, _MASK, _STRENGTH)),
+          ('Stylization', (_STYLE_FROM, _ALPHA))]
 VIDEO_MODES = ('inpaint', 'sdedit')  # modes that read --video (cli/sample.py's flag)
-SDEDIT_STAGES = ('base', 'conditional')
 
 
 def check_flags(has_model: bool) -> None:
@@ -48,29 +48,31 @@ def check_flags(has_model: bool) -> None:
 def generate_kwargs(config, video_path: str | None) -> dict:
   """`sample.generate` keyword arguments of --mode for `config`'s model (UsageError for a bad file or model)."""
   frames, size = config.model.num_frames, config.model.image_size
+  stage = stages.of(config)
   try:
     if MODE.value in conditional.MODES:
-      if config.stage != 'conditional':
+      if not stage.reads_mask:
         raise app.UsageError(f'--mode {MODE.value} needs a conditional-stage run, not a {config.stage} one')
       return dict(given=conditional.read_inputs(MODE.value, frames, size, image=_IMAGE.value, video=video_path,
                                                 mask=_MASK.value))
     if _IMAGE.value or _MASK.value:
       raise app.UsageError(f'--mode {MODE.value} takes no --image or --mask')
     if MODE.value == 'sdedit':
-      if config.stage not in SDEDIT_STAGES or not video_path:
-        raise app.UsageError(f'--mode sdedit edits a --video with a {" or ".join(SDEDIT_STAGES)} run')
+      if not stage.edits_video or not video_path:
+        editors = ' or '.join(name for name, other in stages.STAGES.items() if other.edits_video)
+        raise app.UsageError(f'--mode sdedit edits a --video with a {editors} run')
       return dict(edit=conditional.read_clip(video_path, frames, size), strength=_STRENGTH.value)
   except ValueError as e:
     raise app.UsageError(f'--mode {MODE.value}: {e}') from e
   return {}
 
 
-def stylized(params: dict, config) -> dict:
-  """`params` with --style-from's spatial weights mixed in by --alpha (unchanged without the flags)."""
+def stylized(model: inference.InferenceModel) -> dict:
+  """`model`'s parameters with --style-from's spatial weights mixed in by --alpha (unchanged without the flags)."""
   if _STYLE_FROM.value is None:
-    return params
-  _, _, style = checkpoint.load_inference_params(_STYLE_FROM.value, mesh_lib.make_mesh(config.mesh))
+    return model.params
+  _, _, style = inference.load_params(_STYLE_FROM.value, model.mesh)
   try:
-    return editing.interpolate_spatial(params, style, _ALPHA.value)
+    return editing.interpolate_spatial(model.params, style, _ALPHA.value)
   except ValueError as e:
     raise app.UsageError(f'--style-from={_STYLE_FROM.value}: {e}') from e

@@ -4,11 +4,12 @@ Per process: source (`sources.py`) -> elements [process_index::process_count] ->
 epoch) -> `ClipTransform` (parse, decode, temporal sampling at `data.fps`, square crop and resize, tokenize; a random
 window and crop seeded by element index, so resume is exact) -> thread prefetch -> optional worker processes ->
 `BatchIterator` in the main process, which drops bad records, counts them, stops the job above
-`data.max_bad_fraction`, and batches.
+`data.max_bad_fraction` (judged once `data.min_records_for_bad_fraction` records were read, or at the end of finite
+data; the error names the last bad records: key, shard and index), and batches.
 
 Batches are dicts of NumPy arrays: `video` uint8 (b, T, H, W, 3) (normalised to [-1, 1] inside the jitted step, so
 worker processes, the host and the host-to-device copy move a quarter of float32's bytes), `tokens` int32 (b, L) and
-`token_mask` bool (b, L), with b = train.batch_size // process_count and T = `clip_frames(config)`. With
+`token_mask` bool (b, L), with b = train.batch_size // process_count and T = `stages.Stage.example_frames`. With
 `data.text_embeddings`, `text_emb` float32 (b, L, D) (the records' precomputed encoder outputs, zero-padded) replaces
 `tokens` and the text encoder is not run. The conditional stage adds `cond_mask` uint8 (b, T, H, W, 1)
 (`ClipTransform`).
@@ -21,7 +22,11 @@ import dataclasses
 import grain
 import numpy as np
 
+from lumiere_jax import stages
 from lumiere_jax.data import masks, records, sources, tokenizers, transforms, video
+
+
+_BAD_RECORDS_NAMED = 3  # the last bad records an error names
 
 
 class BadDataError(RuntimeError):
@@ -29,8 +34,22 @@ class BadDataError(RuntimeError):
 
 
 @dataclasses.dataclass(frozen=True)
+class _WithSourceIndex(grain.transforms.MapWithIndex):
+  """Element -> (its index in the source, element), so a bad record can be named; process i of P reads i, i+P, ...
+  of the source; `length` elements (later epochs index on past it)."""
+
+  process_index: int
+  process_count: int
+  length: int
+
+  def map_with_index(self, index: int, element):
+    return self.process_index + index % self.length * self.process_count, element
+
+
+@dataclasses.dataclass(frozen=True)
 class ClipTransform(grain.transforms.RandomMap):
-  """Source element -> model-ready example, or a marker `{'bad': reason, 'error': message}` for a bad record.
+  """(source index, element) -> model-ready example, or a marker `{'bad': reason, 'error': message, 'index':
+  source index, 'key': record key or ''}` for a bad record.
 
   Training takes a random start and crop (`crop='random'`); evaluation (`train=False`) the first frames and the
   centre. With `text_width` set, the record's precomputed caption embeddings replace the tokens. With `mask_weights`
@@ -49,11 +68,14 @@ class ClipTransform(grain.transforms.RandomMap):
   text_width: int = 0
   mask_weights: tuple[tuple[str, float], ...] = ()
 
-  def random_map(self, element, rng: np.random.Generator) -> dict:
+  def random_map(self, indexed_element, rng: np.random.Generator) -> dict:
+    index, element = indexed_element
+    record = {}
     try:
-      example = self._example(self.parse(element), rng if self.train else None)
+      record = self.parse(element)
+      example = self._example(record, rng if self.train else None)
     except records.BadRecordError as e:
-      return {'bad': e.reason, 'error': str(e)}
+      return {'bad': e.reason, 'error': str(e), 'index': index, 'key': str(record.get('key', ''))}
     if self.mask_weights:
       target, _, mask = masks.condition(example['video'], masks.pick_kind(dict(self.mask_weights), rng), rng)
       example.update(video=target, cond_mask=mask.astype(np.uint8))
@@ -87,17 +109,23 @@ class ClipTransform(grain.transforms.RandomMap):
 class BatchIterator(grain.DatasetIterator):
   """Skips and counts bad elements, raises `BadDataError` above the allowed fraction, stacks good ones into batches.
 
-  Its state is the parent's state plus the cumulative counts, so `get_state`/`set_state` (and orbax through
+  The fraction is judged once `min_records` records were read (a single bad record among the first few says
+  nothing about the data) and when finite data ends. `locate(source index)` names where a bad record lives. Its state
+  is the parent's state plus the cumulative counts, so `get_state`/`set_state` (and orbax through
   `grain.checkpoint.CheckpointSave/Restore`) resume both the data position and the bad-record accounting.
   """
 
-  def __init__(self, parent: grain.DatasetIterator, batch_size: int, max_bad_fraction: float):
+  def __init__(self, parent: grain.DatasetIterator, batch_size: int, max_bad_fraction: float, *,
+               min_records: int, locate: Callable[[int], str] = str):
     super().__init__(parent)
     self._batch_size = batch_size
     self._max_bad_fraction = max_bad_fraction
+    self._min_records = min_records
+    self._locate = locate
     self._read = self._bad = 0
     self._reasons = collections.Counter()
     self._example = ''
+    self._last_bad = collections.deque(maxlen=_BAD_RECORDS_NAMED)
 
   @property
   def stats(self) -> dict:
@@ -107,20 +135,34 @@ class BatchIterator(grain.DatasetIterator):
   def __next__(self) -> dict[str, np.ndarray]:
     good = []
     while len(good) < self._batch_size:
-      element = next(self._parent)
+      try:
+        element = next(self._parent)
+      except StopIteration:
+        self._check_bad_fraction(at_end=True)
+        raise
       self._read += 1
       if 'bad' in element:
         self._bad += 1
         self._reasons[element['bad']] += 1
+        self._last_bad.append(element)
         self._example = element['error']
       else:
         good.append(element)
-      if self._read >= self._batch_size and self._bad > self._max_bad_fraction * self._read:
-        raise BadDataError(
-            f'{self._bad} of {self._read} records read by this process were bad ({self._bad / self._read:.1%}), '
-            f'more than data.max_bad_fraction={self._max_bad_fraction}; by reason {dict(self._reasons)}; '
-            f'last: {self._example}')
+      self._check_bad_fraction()
     return {key: np.stack([element[key] for element in good]) for key in good[0]}
+
+  def _check_bad_fraction(self, at_end: bool = False) -> None:
+    if not (at_end or self._read >= self._min_records) or self._bad <= self._max_bad_fraction * self._read:
+      return
+    named = '; '.join(map(self._describe, self._last_bad)) or self._example
+    raise BadDataError(
+        f'{self._bad} of {self._read} records read by this process were bad ({self._bad / self._read:.1%}), more '
+        f'than data.max_bad_fraction={self._max_bad_fraction} (judged from {self._min_records} records on, '
+        f'data.min_records_for_bad_fraction); by reason {dict(self._reasons)}; last bad: {named}')
+
+  def _describe(self, bad: dict) -> str:
+    key = f' (key {bad["key"]!r})' if bad['key'] else ''
+    return f'{self._locate(bad["index"])}{key}: {bad["error"]}'
 
   def get_state(self) -> dict:
     return dict(parent=self._parent.get_state(), records_read=self._read, records_bad=self._bad,
@@ -131,12 +173,6 @@ class BatchIterator(grain.DatasetIterator):
     self._read, self._bad = state['records_read'], state['records_bad']
     self._reasons = collections.Counter(state['bad_reasons'])
     self._example = state['bad_example']
-
-
-def clip_frames(config) -> int:
-  """Frames per training example: one random frame for t2i, a random window of sr.window frames for the SSR (its
-  low-res input is made from the same frames in the train step), model.num_frames for the base stage."""
-  return {'t2i': 1, 'ssr': config.sr.window}.get(config.stage, config.model.num_frames)
 
 
 def local_batch_size(config, process_count: int) -> int:
@@ -158,7 +194,27 @@ def _records(config, process_index: int, process_count: int, train: bool):
     raise ValueError(f'data.source={config.data.source!r} has {len(source)} elements, fewer than the '
                      f'{process_count} processes reading it')
   ds = grain.MapDataset.source(source)[:usable][process_index::process_count]
+  ds = ds.map_with_index(_WithSourceIndex(process_index, process_count, len(ds)))
   return (ds.shuffle(seed=config.data.shuffle_seed) if train else ds), parse
+
+
+def _locator(config) -> Callable[[int], str]:
+  """Source index -> where the record lives: 'shard <path> record <i>' for ArrayRecord shards (each shard's length
+  read only when a bad record is named), the TFDS split and index otherwise."""
+  describe = sources.describer(config)  # WebDataset shards and image mixtures name their own elements
+  if describe:
+    return describe
+  if config.data.source.startswith(sources.TFDS_PREFIX):
+    return lambda index: f'{config.data.source} split {config.data.tfds_split!r} element {index}'
+
+  def locate(index: int) -> str:
+    for path in sources.source_paths(config):
+      length = len(grain.sources.ArrayRecordDataSource([path]))
+      if index < length:
+        return f'shard {path} record {index}'
+      index -= length
+    return f'element {index} past the end of data.source'
+  return locate
 
 
 def position_for_process_count(config, saved: list[dict], process_count: int) -> dict:
@@ -179,7 +235,7 @@ def read_keys(config, *, process_index: int = 0, process_count: int = 1) -> list
   """Keys of this process's records in first training epoch order (for sharding checks; skips unparsable ones)."""
   ds, parse = _records(config, process_index, process_count, train=True)
   keys = []
-  for element in ds:
+  for _, element in ds:
     try:
       keys.append(parse(element)['key'])
     except records.BadRecordError:
@@ -196,13 +252,15 @@ def make_train_iterator(config, *, process_index: int = 0, process_count: int = 
     ds = ds.repeat()
   transform = ClipTransform(
       parse=parse, image_size=config.model.image_size,
-      num_frames=clip_frames(config), fps=config.data.fps,
+      num_frames=stages.of(config).example_frames(config), fps=config.data.fps,
       tokenizer=tokenizers.build_tokenizer(config.text), train=train, crop=config.data.crop if train else 'center',
       short_clips=config.data.short_clips, text_width=config.text.width if config.data.text_embeddings else 0,
-      mask_weights=tuple(config.conditional.items()) if config.stage == 'conditional' else ())
+      mask_weights=tuple(config.conditional.items()) if stages.of(config).reads_mask else ())
   ds = ds.random_map(transform, seed=config.data.shuffle_seed)
   # Decoding threads per process; the buffer holds about a batch so large clips do not pile up in memory.
   ds = ds.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=batch_size))
   if config.data.num_workers > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.num_workers))
-  return BatchIterator(iter(ds), batch_size, config.data.max_bad_fraction)
+  min_records = config.data.min_records_for_bad_fraction
+  return BatchIterator(iter(ds), batch_size, config.data.max_bad_fraction, min_records=min_records,
+                       locate=_locator(config))

@@ -20,11 +20,15 @@ Optional fields, validated when present:
 |                |       | one row per valid token (n <= text.max_length; the mask is the n rows)   |
 | `text_emb_dim` | int   | D, the text encoder's width                                              |
 
+An image is a record whose `video` is a one-frame clip (`num_frames` 1; `lumiere-data prepare --images` writes it as
+a one-frame H.264 MP4), so videos and images share one decode path.
+
 Shards are `{prefix}-{i:05d}-of-{n:05d}.array_record`, written with `group_size:1` (cheap random access for the
 grain shuffle); record `j` of the input goes to shard `j % n`.
 """
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+import contextlib
 import os
 import pathlib
 
@@ -121,6 +125,23 @@ def shard_name(prefix: str, index: int, num_shards: int) -> str:
   return f'{prefix}-{index:05d}-of-{num_shards:05d}.array_record'
 
 
+@contextlib.contextmanager
+def atomic_shard(path: str | os.PathLike) -> Iterator[array_record_module.ArrayRecordWriter]:
+  """An ArrayRecord writer (`group_size:1`) on a hidden temporary file beside `path`, renamed to `path` when the block
+  completes and removed when it raises: a reader never sees a partial shard."""
+  path = pathlib.Path(path)
+  temp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+  writer = array_record_module.ArrayRecordWriter(str(temp), 'group_size:1')
+  try:
+    yield writer
+  except BaseException:
+    writer.close()
+    temp.unlink(missing_ok=True)
+    raise
+  writer.close()
+  os.replace(temp, path)
+
+
 def write_shards(records: Iterable[bytes], directory: str | os.PathLike, *, prefix: str,
                  num_shards: int) -> list[str]:
   """Writes records round-robin into `num_shards` ArrayRecord files; each appears (renamed) only when complete."""
@@ -129,18 +150,8 @@ def write_shards(records: Iterable[bytes], directory: str | os.PathLike, *, pref
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
   paths = [directory / shard_name(prefix, i, num_shards) for i in range(num_shards)]
-  temps = [path.with_name(f'.{path.name}.tmp-{os.getpid()}') for path in paths]
-  writers = [array_record_module.ArrayRecordWriter(str(temp), 'group_size:1') for temp in temps]
-  try:
+  with contextlib.ExitStack() as stack:
+    writers = [stack.enter_context(atomic_shard(path)) for path in paths]
     for i, record in enumerate(records):
       writers[i % num_shards].write(record)
-  except BaseException:
-    for writer, temp in zip(writers, temps):
-      writer.close()
-      temp.unlink(missing_ok=True)
-    raise
-  for writer in writers:
-    writer.close()
-  for temp, path in zip(temps, paths):
-    os.replace(temp, path)
   return [str(path) for path in paths]

@@ -15,7 +15,6 @@ PAD_ID = 0
 EOS_ID = 1
 BYTE_OFFSET = 2  # the built-in encoder's bytes: pad 0, eos 1, then the bytes
 BYT5_BYTE_OFFSET = 3  # ByT5's: pad 0, eos 1, unk 2, then the bytes
-BYTE_VOCAB_SIZE = 256 + BYTE_OFFSET
 T5_SENTENCEPIECE_FILE = 'spiece.model'  # where Hugging Face T5 checkpoints keep their tokenizer
 
 
@@ -98,3 +97,14 @@ def build_tokenizer(text_config) -> ByteTokenizer | SentencePieceTokenizer:
       return ByteTokenizer(max_length, offset=BYT5_BYTE_OFFSET)
     return SentencePieceTokenizer(choice or pathlib.Path(text_config.checkpoint) / T5_SENTENCEPIECE_FILE, max_length)
   raise ValueError(f'text.encoder={encoder!r}: unknown encoder (known: builtin, t5)')
+
+
+def config_errors(config):
+  """(field, problem) when the SentencePiece model a T5 encoder needs is missing."""
+  text = config.text
+  if text.encoder != 't5' or not text.checkpoint or text.tokenizer == 'bytes':
+    return
+  model_file = pathlib.Path(text.tokenizer or pathlib.Path(text.checkpoint) / T5_SENTENCEPIECE_FILE)
+  if not model_file.is_file():
+    yield 'text.tokenizer', (f'SentencePiece model {model_file} not found (set text.tokenizer to a .model file, or '
+                             '"bytes" for a ByT5 checkpoint)')

@@ -1,6 +1,8 @@
-"""Video bytes <-> uint8 frames with PyAV (H.264 in MP4), plus MP4/GIF files and tiled sample sheets.
+"""Video bytes <-> uint8 frames with PyAV (H.264 in MP4), plus video files and tiled sample sheets.
 
-Frames are uint8 `(T, H, W, 3)` RGB. Decoding leaves PyAV's threading at its default: `thread_type='AUTO'` made
+Frames are uint8 `(T, H, W, 3)` RGB. Output files (`write_video`, by suffix): `.mp4` H.264 (lossy, small), `.gif`
+(palette, lossy), and the lossless ones, which decode to exactly the frames written: `.mkv` FFV1 and `.png`
+frames. Decoding leaves PyAV's threading at its default: `thread_type='AUTO'` made
 tiny clips ~5x slower.
 """
 
@@ -15,15 +17,15 @@ from PIL import Image
 
 from lumiere_jax.data.records import BadRecordError
 
+OUTPUT_KINDS = ('mp4', 'gif', 'mkv', 'png')
+LOSSLESS_KINDS = ('mkv', 'png')  # decode to exactly the frames written
 # H.264's default quality (crf 23) smears the saturated colours of small clips; crf 10 keeps them (mean abs error ~1).
 DEFAULT_CRF = 10
 
 
 def encode_mp4(frames: np.ndarray, fps: float, *, crf: int = DEFAULT_CRF) -> bytes:
   """uint8 (T, H, W, 3) frames -> the bytes of an MP4 file (libx264, yuv420p; H and W must be even)."""
-  frames = np.asarray(frames)
-  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
-    raise ValueError(f'expected uint8 frames (T>0, H, W, 3), got {frames.dtype} {frames.shape}')
+  frames = _checked(frames)
   height, width = frames.shape[1:3]
   if height % 2 or width % 2:
     raise ValueError(f'yuv420p needs even frame sizes, got {height}x{width}')
@@ -105,6 +107,68 @@ def _decode(data: bytes, stop) -> tuple[np.ndarray, np.ndarray, float]:
 def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:
   """Writes uint8 (T, H, W, 3) frames to an MP4 file."""
   pathlib.Path(path).write_bytes(encode_mp4(frames, fps))
+
+
+def encode_ffv1(frames: np.ndarray, fps: float) -> bytes:
+  """uint8 (T, H, W, 3) frames -> the bytes of a Matroska file of lossless FFV1 (RGB as bgr0; any frame size)."""
+  frames = _checked(frames)
+  buffer = io.BytesIO()
+  with av.open(buffer, 'w', format='matroska') as container:
+    stream = container.add_stream('ffv1', rate=fractions.Fraction(fps).limit_denominator(1001))
+    stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], 'bgr0'
+    for frame in frames:
+      container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format='rgb24').reformat(format='bgr0')))
+    container.mux(stream.encode())
+  return buffer.getvalue()
+
+
+def _checked(frames: np.ndarray) -> np.ndarray:
+  frames = np.asarray(frames)
+  if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+    raise ValueError(f'expected uint8 frames (T>0, H, W, 3), got {frames.dtype} {frames.shape}')
+  return frames
+
+
+def png_paths(path: str | os.PathLike, num_frames: int) -> list[pathlib.Path]:
+  """Where `write_video` puts the PNG frames of `path`: a `%d`-style pattern (`frames/%04d.png`) as given, `x.png` ->
+  `x-0000.png`, ..., a path without suffix -> the folder's `0000.png`, ..."""
+  path = pathlib.Path(path)
+  if '%' in path.name:
+    pattern = str(path)
+  elif path.suffix:
+    pattern = str(path.with_name(f'{path.stem}-%04d{path.suffix}'))
+  else:
+    pattern = str(path / '%04d.png')
+  return [pathlib.Path(pattern % i) for i in range(num_frames)]
+
+
+def output_kind(path: str | os.PathLike) -> str:
+  """'mp4', 'gif', 'mkv' or 'png' (a `.png` name or pattern, or a folder); ValueError for any other suffix."""
+  suffix = pathlib.Path(path).suffix.lower()
+  kind = 'png' if not suffix else suffix[1:]
+  if kind not in OUTPUT_KINDS:
+    raise ValueError(f'{path}: unknown video output {suffix!r}; use .mp4 (H.264, lossy), .gif, or a lossless '
+                     '.mkv (FFV1) or .png (a PNG per frame: x.png, frames/%04d.png or a folder)')
+  if kind == 'png' and '%' in pathlib.Path(path).name:
+    try:
+      pathlib.Path(path).name % 0
+    except (TypeError, ValueError) as e:
+      raise ValueError(f'{path}: a PNG pattern takes one integer field such as %04d') from e
+  return kind
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float) -> list[pathlib.Path]:
+  """Writes uint8 (T, H, W, 3) frames in the format `path`'s suffix names (`output_kind`); returns the files."""
+  kind, frames = output_kind(path), _checked(frames)
+  if kind == 'png':
+    paths = png_paths(path, len(frames))
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    for frame_path, frame in zip(paths, frames):
+      Image.fromarray(frame).save(frame_path, format='PNG')
+    return paths
+  {'mp4': write_mp4, 'gif': write_gif, 'mkv': lambda p, f, r: pathlib.Path(p).write_bytes(encode_ffv1(f, r))}[kind](
+      path, frames, fps)
+  return [pathlib.Path(path)]
 
 
 def write_gif(path: str | os.PathLike, frames: np.ndarray, fps: float) -> None:

@@ -3,8 +3,9 @@
 The clip's T frames are covered by windows of W frames overlapping by O (stride W - O; when the windows do not tile
 T the last one is moved back to end at the last frame). At every denoising step the model runs once on all windows
 as one batch, the overlapping predictions are averaged per pixel, and the sampler takes one step on the whole clip.
-Averaging v at a fixed z equals averaging the x0 (or eps) estimates, since both are affine in v. Because the step
-(and any ancestral noise) is global, overlapping frames never disagree; the result is deterministic for a seed.
+Averaging v at a fixed z equals averaging the x0 (or eps) estimates, since both are affine in v (an eps model's
+learned-range variance values are averaged alike). Because the step (and any ancestral noise) is global, overlapping
+frames never disagree; the result is deterministic for a seed.
 """
 
 import jax

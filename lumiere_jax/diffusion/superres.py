@@ -9,7 +9,7 @@ sampling a base-model output, with its own artefacts, can be conditioned on at a
 
 import jax
 
-from lumiere_jax.diffusion import losses, schedules
+from lumiere_jax.diffusion import losses
 
 
 def downsample(video: jax.Array, factor: int) -> jax.Array:
@@ -31,10 +31,11 @@ def lowres_condition(video: jax.Array, factor: int) -> jax.Array:
   return upsample(downsample(video, factor), *video.shape[-3:-1])
 
 
-def augment(condition: jax.Array, rng: jax.Array, schedule: schedules.Schedule,
-            max_time: float) -> tuple[jax.Array, jax.Array]:
-  """(noised condition, its log-SNR (B,)) at a time drawn uniformly in [0, max_time] per example."""
+def augment(condition: jax.Array, rng: jax.Array, schedule, max_time: float) -> tuple[jax.Array, jax.Array]:
+  """(noised condition, its noise level (B,) as the model reads it) at a time drawn uniformly in [0, max_time] per
+  example; the level is `schedule.model_input`: the log-SNR, or a discrete schedule's timestep (IF stage II's
+  `noise_level`)."""
   rng_time, rng_noise = jax.random.split(rng)
   times = jax.random.uniform(rng_time, condition.shape[:1], maxval=max_time)
-  logsnr = schedule.logsnr(times)
-  return losses.add_noise(condition, jax.random.normal(rng_noise, condition.shape), logsnr), logsnr
+  noised = losses.add_noise(condition, jax.random.normal(rng_noise, condition.shape), schedule.logsnr(times))
+  return noised, schedule.model_input(times)

@@ -4,11 +4,48 @@ Every parameter of the models is created here, so each carries logical axis name
 `lumiere_jax.parallel.sharding` maps to the mesh). Parameters are float32; layers compute in the `dtype` passed in.
 """
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 EMBED_MLP = ('embed', 'mlp')
+ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
+
+
+@dataclasses.dataclass(frozen=True)
+class Execution:
+  """How the U-Nets run, not what they compute: attention kernel, temporal-layer layout, remat policy per level.
+
+  `remat_policy` applies to the `remat_levels` finest levels (-1: every level and the middle), `remat_coarse_policy`
+  to the others, so the coarse levels may keep their (small) activations while level 0 recomputes. Policies are
+  'none' or names in `jax.checkpoint_policies`; `temporal_layout` is read by `stunet`.
+  """
+  attention: str = 'auto'
+  temporal_layout: str = 'auto'
+  remat_policy: str = 'none'
+  remat_levels: int = -1
+  remat_coarse_policy: str = 'none'
+
+  def __post_init__(self):
+    check_attention(self.attention)
+    for name in ('remat_policy', 'remat_coarse_policy'):
+      policy = getattr(self, name)
+      if policy != 'none' and not hasattr(jax.checkpoint_policies, policy):
+        raise ValueError(f'model.{name}={policy!r} is neither "none" nor a name in jax.checkpoint_policies')
+    if not isinstance(self.remat_levels, int) or self.remat_levels < -1:
+      raise ValueError(f'model.remat_levels={self.remat_levels!r}: the number of finest levels under '
+                       'model.remat_policy, or -1 for all')
+
+  @classmethod
+  def from_model_config(cls, model_config) -> 'Execution':
+    """The `model` config section's fields, with the defaults above for those it lacks."""
+    return cls(**{f.name: model_config.get(f.name, f.default) for f in dataclasses.fields(cls)})
+
+  def remat_at(self, level: int) -> str:
+    """The remat policy of the layers of `level` (0 = finest; the middle is the coarsest level)."""
+    return self.remat_policy if self.remat_levels < 0 or level < self.remat_levels else self.remat_coarse_policy
 
 
 def _param_init(zero_init: bool):
@@ -82,17 +119,59 @@ def film(h: jax.Array, scale_shift: jax.Array) -> jax.Array:
   return h * (1 + scale[expand]) + shift[expand]
 
 
+def check_attention(requested: str) -> str:
+  if requested not in ATTENTION_IMPLEMENTATIONS:
+    raise ValueError(f'model.attention={requested!r} is not one of {ATTENTION_IMPLEMENTATIONS}')
+  return requested
+
+
+def attention_implementation(requested: str, dtype, head_dim: int) -> str:
+  """The `jax.nn.dot_product_attention` implementation for `model.attention` on this process's platform.
+
+  'auto' takes cuDNN flash attention on GPU for bf16/fp16 heads it supports (dim a multiple of 8, at most 128),
+  XLA elsewhere; 'cudnn' off a GPU is an error rather than a silent fallback.
+  """
+  platform = jax.default_backend()
+  if check_attention(requested) == 'cudnn' and platform != 'gpu':
+    raise ValueError(f"model.attention='cudnn' needs a GPU; this process runs on {platform!r} (use 'auto' or 'xla')")
+  if requested == 'auto':
+    fused = platform == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0
+    return 'cudnn' if fused and head_dim <= 128 else 'xla'
+  return requested
+
+
+def key_mask_arguments(key_mask: jax.Array, implementation: str) -> dict:
+  """`jax.nn.dot_product_attention` arguments masking keys by key_mask (N, S) bool, valid keys first (a padded
+  caption). cuDNN takes per-row key counts (its padding mask, no (N, S) mask tensor); a row with no valid key
+  attends to its first key instead of to nothing, which keeps it finite, and `masked_attention` zeroes it."""
+  if implementation == 'cudnn':
+    return dict(key_value_seq_lengths=jnp.maximum(key_mask.sum(axis=-1), 1).astype(jnp.int32))
+  return dict(mask=key_mask[:, None, None, :])
+
+
+def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Array, *, implementation: str):
+  """Attention (N, S, heads, d) over the keys valid in key_mask (N, L); rows without a valid key are zero.
+
+  jnp.where, not a multiplication, so nothing non-finite in a dropped row can reach the output or the gradient.
+  """
+  out = jax.nn.dot_product_attention(q, k, v, implementation=implementation,
+                                     **key_mask_arguments(key_mask, implementation))
+  return jnp.where(key_mask.any(axis=-1)[:, None, None, None], out, 0)
+
+
 class Attention(nnx.Module):
   """Multi-head attention of x (N, S, C) over a context (N, L, D), optionally masked per context position.
 
   Query rows with no valid context position (an empty caption) get a zero output, not an average of padding.
+  `implementation` is `model.attention` (`attention_implementation`), resolved when called.
   """
 
   def __init__(self, features: int, context_features: int, num_heads: int, *, dtype, rngs: nnx.Rngs,
-               zero_out=False):
+               zero_out=False, implementation: str = 'auto'):
     if features % num_heads:
       raise ValueError(f'num_heads={num_heads} does not divide the attention width {features}')
     self.num_heads = num_heads
+    self.implementation = check_attention(implementation)
     qkv = dict(dtype=dtype, rngs=rngs, names=('embed', 'heads'), use_bias=False)
     self.query = dense(features, features, **qkv)
     self.key = dense(context_features, features, **qkv)
@@ -100,14 +179,29 @@ class Attention(nnx.Module):
     self.out = dense(features, features, dtype=dtype, rngs=rngs, names=('heads', 'embed'), use_bias=False,
                      zero_init=zero_out)
 
+  def resolved(self, dtype) -> str:
+    """The implementation this module calls for inputs of `dtype` here."""
+    return attention_implementation(self.implementation, dtype, self.query.out_features // self.num_heads)
+
+  def _split(self, t: jax.Array) -> jax.Array:
+    return t.reshape(*t.shape[:-1], self.num_heads, -1)
+
+  def over_frames(self, video: jax.Array) -> jax.Array:
+    """Self-attention of video (B, T, H, W, C) over its frames, per pixel, without leaving that layout: XLA's matmuls
+    take the pixel axes as batch dimensions (no cuDNN kernel reads this layout)."""
+    q, k, v = (self._split(proj(video)) for proj in (self.query, self.key, self.value))
+    logits = jnp.einsum('bthwnd,bshwnd->bhwnts', q, k) * q.shape[-1] ** -0.5
+    weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(v.dtype)
+    out = jnp.einsum('bhwnts,bshwnd->bthwnd', weights, v)
+    return self.out(out.reshape(video.shape[:-1] + (-1,)))
+
   def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array | None = None) -> jax.Array:
-    split = lambda t: t.reshape(*t.shape[:-1], self.num_heads, -1)  # noqa: E731
-    q, k, v = split(self.query(x)), split(self.key(context)), split(self.value(context))
+    q, k, v = self._split(self.query(x)), self._split(self.key(context)), self._split(self.value(context))
+    implementation = self.resolved(q.dtype)
     if mask is None:
-      out = jax.nn.dot_product_attention(q, k, v)
+      out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
     else:
-      out = jax.nn.dot_product_attention(q, k, v, mask=mask[:, None, None, :])
-      out = out * mask.any(axis=-1)[:, None, None, None].astype(out.dtype)
+      out = masked_attention(q, k, v, mask, implementation=implementation)
     return self.out(out.reshape(x.shape[:-1] + (-1,)))
 
 
@@ -150,11 +244,13 @@ class SpatialAttention(nnx.Module):
   """Self-attention over the pixels of each frame, then cross-attention to the clip's caption; both residual with
   zero-initialised output projections."""
 
-  def __init__(self, features: int, text_features: int, *, num_heads: int, groups: int, dtype, rngs: nnx.Rngs):
+  def __init__(self, features: int, text_features: int, *, num_heads: int, groups: int, dtype, rngs: nnx.Rngs,
+               attention: str = 'auto'):
+    kw = dict(dtype=dtype, rngs=rngs, zero_out=True, implementation=attention)
     self.self_norm = group_norm(features, groups, dtype=dtype, rngs=rngs)
-    self.self_attn = Attention(features, features, num_heads, dtype=dtype, rngs=rngs, zero_out=True)
+    self.self_attn = Attention(features, features, num_heads, **kw)
     self.cross_norm = group_norm(features, groups, dtype=dtype, rngs=rngs)
-    self.cross_attn = Attention(features, text_features, num_heads, dtype=dtype, rngs=rngs, zero_out=True)
+    self.cross_attn = Attention(features, text_features, num_heads, **kw)
 
   def __call__(self, x: jax.Array, text: jax.Array, text_mask: jax.Array, *, frames: int) -> jax.Array:
     """x (B*T, H, W, C); text (B, L, D) and text_mask (B, L) are per clip.

@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from lumiere_jax.data import tokenizers
 from lumiere_jax.models import layers
+
+# Token ids of the byte tokenizer (data/tokenizers.py): pad 0, EOS 1, then the 256 bytes.
+BYTE_VOCAB_SIZE = 256 + 2
 
 
 class TransformerBlock(nnx.Module):
@@ -40,7 +42,7 @@ class TextEncoder(nnx.Module):
     self.max_length = text_config.max_length
     self.remat = remat
     self.embed = nnx.Embed(
-        tokenizers.BYTE_VOCAB_SIZE, width, dtype=dtype,
+        BYTE_VOCAB_SIZE, width, dtype=dtype,
         embedding_init=nnx.with_partitioning(nnx.initializers.normal(0.02), ('vocab', 'embed')), rngs=rngs)
     self.positions = nnx.Param(nnx.with_partitioning(nnx.initializers.normal(0.02), (None, 'embed'))(
         rngs.params(), (self.max_length, width)))

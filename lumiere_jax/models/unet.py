@@ -73,22 +73,24 @@ class Layer(nnx.Module):
   """A residual block, then spatial attention where the level asks for it, then the STUNet's temporal blocks.
 
   `temporal` names the temporal blocks ('conv': (2+1)D inflation, 'attention': temporal self-attention); empty in
-  the T2I model. Each block call is rematerialised under `model_config.remat_policy`.
+  the T2I model. Each block call is rematerialised under the remat policy of the layer's `level` (`execution`).
   """
 
   def __init__(self, in_features: int, features: int, *, attend: bool, temporal: tuple[str, ...], model_config,
-               emb_features: int, text_features: int, dtype, rngs: nnx.Rngs, temporal_rngs: nnx.Rngs):
+               emb_features: int, text_features: int, dtype, rngs: nnx.Rngs, temporal_rngs: nnx.Rngs, level: int,
+               execution: layers.Execution):
     m = model_config
-    self.remat = m.remat_policy
+    self.remat = execution.remat_at(level)
     self.res = layers.ResBlock(in_features, features, emb_features, groups=m.norm_groups, dropout=m.dropout,
                                dtype=dtype, rngs=rngs)
     self.attn = (layers.SpatialAttention(features, text_features, num_heads=m.num_heads, groups=m.norm_groups,
-                                         dtype=dtype, rngs=rngs) if attend else None)
+                                         dtype=dtype, rngs=rngs, attention=execution.attention) if attend else None)
     blocks = dict(
         conv=lambda: stunet.ConvInflation(features, emb_features, groups=m.norm_groups, dtype=dtype,
-                                          rngs=temporal_rngs),
+                                          rngs=temporal_rngs, layout=execution.temporal_layout),
         attention=lambda: stunet.TemporalAttention(features, emb_features, text_features, num_heads=m.num_heads,
-                                                   dtype=dtype, rngs=temporal_rngs))
+                                                   dtype=dtype, rngs=temporal_rngs, attention=execution.attention,
+                                                   layout=execution.temporal_layout))
     self.temporal = nnx.List([blocks[kind]() for kind in temporal])
 
   def __call__(self, x: jax.Array, cond: Cond) -> jax.Array:
@@ -125,7 +127,8 @@ class UNet(nnx.Module):
   `stunet.temporal_downsample_factor`. With `model.cond_channels` > 0 a conditioning video (B, T, H, W, C_cond) is
   concatenated to the noisy input (super-resolution: the upsampled low-res clip; the conditional stage: the masked
   video and its mask); with `model.cond_noise_level` its noise-augmentation log-SNR (B,) is embedded like the
-  denoising noise level and added to the conditioning vector.
+  denoising noise level and added to the conditioning vector. How it runs (attention kernel, temporal layout, remat
+  per level) is `layers.Execution.from_model_config(model_config)`.
   """
 
   def __init__(self, model_config, text_features: int, *, inflate: bool, rngs: nnx.Rngs):
@@ -133,6 +136,7 @@ class UNet(nnx.Module):
     # Temporal modules draw from their own stream, so the spatial init is the same with or without them.
     temporal_rngs = nnx.Rngs(rngs.params())
     dtype = jnp.dtype(m.dtype)
+    execution = layers.Execution.from_model_config(m)
     widths = [m.channels * mult for mult in m.channel_mults]
     num_levels, emb = len(widths), 4 * m.channels
     flags = [inflate and bool(flag) for flag in m.temporal_downsample]
@@ -145,16 +149,17 @@ class UNet(nnx.Module):
     self.cond_noise_embed = (NoiseEmbedding(m.channels, emb, dtype=dtype, rngs=rngs) if m.cond_noise_level
                              else None)
 
-    def layer(in_features, features, *, attend, temporal):
+    def layer(in_features, features, *, level, attend, temporal):
       return Layer(in_features, features, attend=attend, temporal=temporal if inflate else (), model_config=m,
                    emb_features=emb, text_features=text_features, dtype=dtype, rngs=rngs,
-                   temporal_rngs=temporal_rngs)
+                   temporal_rngs=temporal_rngs, level=level, execution=execution)
 
     def level_layer(in_features, level):
       """Attention by resolution; temporal attention at the coarsest level, (2+1)D inflation elsewhere (everywhere
       with `temporal_attention_depth=0`, as in the SSR)."""
       coarsest_attention = level == num_levels - 1 and m.temporal_attention_depth > 0
-      return layer(in_features, widths[level], attend=m.image_size // 2 ** level in m.attention_resolutions,
+      return layer(in_features, widths[level], level=level,
+                   attend=m.image_size // 2 ** level in m.attention_resolutions,
                    temporal=('attention',) if coarsest_attention else ('conv',))
 
     ch, skips, down = m.channels, [m.channels], []
@@ -166,13 +171,16 @@ class UNet(nnx.Module):
         skips.append(ch)
       last = i == num_levels - 1
       down.append(Level(level_layers, None if last else Downsample(ch, dtype=dtype, rngs=rngs),
-                        stunet.TemporalDownsample(ch, dtype=dtype, rngs=temporal_rngs)
+                        stunet.TemporalDownsample(ch, dtype=dtype, rngs=temporal_rngs,
+                                                  layout=execution.temporal_layout)
                         if not last and flags[i] else None))
       if not last:
         skips.append(ch)
     self.down = nnx.List(down)
-    self.middle = nnx.List([layer(ch, ch, attend=True, temporal=()),
-                            layer(ch, ch, attend=False, temporal=('attention',) * m.temporal_attention_depth)])
+    coarsest = num_levels - 1
+    self.middle = nnx.List([layer(ch, ch, level=coarsest, attend=True, temporal=()),
+                            layer(ch, ch, level=coarsest, attend=False,
+                                  temporal=('attention',) * m.temporal_attention_depth)])
     up = []
     for i in reversed(range(num_levels)):
       level_layers = []
@@ -180,7 +188,8 @@ class UNet(nnx.Module):
         level_layers.append(level_layer(ch + skips.pop(), i))
         ch = widths[i]
       up.append(Level(level_layers, Upsample(ch, dtype=dtype, rngs=rngs) if i else None,
-                      stunet.TemporalUpsample(ch, dtype=dtype, rngs=temporal_rngs) if i and flags[i - 1] else None))
+                      stunet.TemporalUpsample(ch, dtype=dtype, rngs=temporal_rngs, layout=execution.temporal_layout)
+                      if i and flags[i - 1] else None))
     self.up = nnx.List(up)
     self.norm_out = layers.group_norm(ch, m.norm_groups, dtype=dtype, rngs=rngs)
     self.conv_out = layers.conv(ch, m.out_channels, dtype=dtype, rngs=rngs)
@@ -205,7 +214,7 @@ class UNet(nnx.Module):
         raise ValueError(f'{name}={size} is not divisible by {self.spatial_factor} = 2**(spatial downsamplings)')
 
   def __call__(self, x: jax.Array, logsnr: jax.Array, text: jax.Array, text_mask: jax.Array, *,
-               conditioning: jax.Array | None = None, conditioning_logsnr: jax.Array | None = None,
+               conditioning: jax.Array | None = None, conditioning_level: jax.Array | None = None,
                rngs: nnx.Rngs | None = None) -> jax.Array:
     batch, frames, height, width, _ = x.shape
     self._check_shape(frames, height, width)
@@ -215,9 +224,9 @@ class UNet(nnx.Module):
     pooled = jnp.where(text_mask[..., None], text, 0).astype(jnp.float32).sum(axis=1) / counts
     clip_emb = self.noise_embed(logsnr) + self.text_embed(pooled)
     if self.cond_noise_embed is not None:
-      if conditioning_logsnr is None:
-        raise ValueError('model.cond_noise_level is set: give conditioning_logsnr, the noise level of the conditioning')
-      clip_emb = clip_emb + self.cond_noise_embed(conditioning_logsnr)
+      if conditioning_level is None:
+        raise ValueError('model.cond_noise_level is set: give conditioning_level, the noise level of the conditioning')
+      clip_emb = clip_emb + self.cond_noise_embed(conditioning_level)
     cond = Cond(clip_emb, text, text_mask, rngs).with_frames(frames)
 
     h = self.conv_in(x.reshape(batch * frames, height, width, -1))

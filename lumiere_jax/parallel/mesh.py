@@ -49,3 +49,24 @@ def make_mesh(mesh_config, devices=None) -> jax.sharding.Mesh:
 
 def data_parallel_size(mesh: jax.sharding.Mesh) -> int:
   return math.prod(mesh.shape[axis] for axis in BATCH_AXES)
+
+
+def config_errors(config, num_devices: int, num_processes: int):
+  """(field, problem) when `config.mesh` cannot be laid over the devices or the batch cannot be split over it."""
+  try:
+    sizes = mesh_shape(config.mesh, num_devices)
+  except ValueError as e:
+    yield 'mesh', str(e).removeprefix('config.mesh')
+    return
+  for logical, axes in config.mesh.axis_rules:
+    for axis in (axes,) if isinstance(axes, str) else axes:
+      if axis not in MESH_AXES:
+        yield 'mesh.axis_rules', f'{logical!r} maps to unknown mesh axis {axis!r} (axes: {MESH_AXES})'
+  if not 0 <= config.mesh.max_replicated_fraction <= 1:
+    yield 'mesh.max_replicated_fraction', f'{config.mesh.max_replicated_fraction!r} must be in [0, 1]'
+  data_parallel = math.prod(sizes[a] for a in BATCH_AXES)
+  if config.train.batch_size % data_parallel:
+    yield 'train.batch_size', (f'{config.train.batch_size} is not divisible by the data-parallel mesh size '
+                               f'{data_parallel} (mesh.data x mesh.fsdp)')
+  if config.train.batch_size % num_processes:
+    yield 'train.batch_size', f'{config.train.batch_size} is not divisible by the {num_processes} processes'

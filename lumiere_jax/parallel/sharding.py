@@ -85,3 +85,8 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh)
   sharding = batch_sharding(mesh)
   return {key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
           for key, value in local_batch.items()}
+
+
+def param_shardings(spec, mesh: jax.sharding.Mesh, axis_rules: Sequence) -> dict:
+  """path -> NamedSharding of every parameter of a `models.params.ModelSpec`, from the config's logical rules."""
+  return tree_shardings(spec.shapes, spec.logical_names, mesh, rules_from_config(axis_rules))

@@ -8,11 +8,19 @@ Corruption: orbax (tensorstore, zstd chunks) raises on a truncated, zeroed, over
 damaged or missing `state/_METADATA`, but flipped bits inside a chunk restore silently as other values. `checksum`
 (per-array sums of the raw bytes, taken on device at save) closes that gap: a restore whose arrays differ from it
 fails. Not covered: the data iterator's JSON (a malformed one fails; an edited but valid one loads) and steps saved
-before checksums existed. `restore_latest` falls back to older steps past any step that fails to restore.
+before checksums existed. `restore_latest` falls back to older steps past any step that fails to restore, saying in
+one line per step which file failed and why.
+
+Failed saves (disk full, a read-only or vanished filesystem): `check_saves`, called at every step boundary, notices an
+asynchronous save that failed as soon as it has finished, removes its partial directory and raises one
+`CheckpointSaveError`; the steps saved before it stay.
 """
 
 import json
+import logging as std_logging
 import pathlib
+import re
+import shutil
 import time
 
 import grain
@@ -23,6 +31,8 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from lumiere_jax import config as config_lib
+from lumiere_jax import models
+from lumiere_jax.parallel import sharding as sharding_lib
 
 
 def checkpoint_dir(workdir: str | pathlib.Path) -> pathlib.Path:
@@ -40,6 +50,60 @@ class DataLayoutError(ValueError):
 
 class RestoreError(RuntimeError):
   """No checkpoint step could be restored; the message lists each step and its error."""
+
+
+class CheckpointSaveError(RuntimeError):
+  """A checkpoint step could not be written; its partial directory is gone and the older steps are intact."""
+
+
+class WorkdirError(RuntimeError):
+  """The workdir cannot hold checkpoints (not a directory, read-only, ...)."""
+
+
+class _QuietOrbaxSaveErrors(std_logging.Filter):
+  """Drops orbax's own tracebacks of a failed asynchronous save (three per failure, from three threads): the
+  `CheckpointSaveError` raised by `Checkpointer.check_saves` states the step, the directory and the cause once."""
+
+  PATTERN = re.compile(r'background save thread|Save Finalize thread|Checkpointer failed|raised an exception')
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not (record.levelno >= std_logging.ERROR and 'orbax' in record.pathname
+                and self.PATTERN.search(str(record.msg)))
+
+
+_QUIET_ORBAX = _QuietOrbaxSaveErrors()
+std_logging.getLogger('absl').addFilter(_QUIET_ORBAX)
+
+
+def _first_line(error: BaseException) -> str:
+  """The type and first line of the message, without the TensorStore spec dump some orbax errors carry."""
+  lines = str(error).strip().splitlines()
+  text = lines[0].split(' See full TensorStore details')[0] if lines else ''
+  return f'{type(error).__name__}: {text}'[:300]
+
+
+def _causes(error: BaseException) -> str:
+  """The error and the errors it was raised from, first lines only, joined with '<-'."""
+  parts, seen = [], set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    parts.append(_first_line(error))
+    error = error.__cause__ or error.__context__
+  return ' <- '.join(dict.fromkeys(parts))
+
+
+def restore_failure(step_dir: pathlib.Path, error: BaseException) -> str:
+  """One line naming the file (or array) of `step_dir` that failed to restore and why.
+
+  Orbax reports a missing `state/_METADATA` as a pytree structure mismatch and tensorstore prints its whole spec
+  (dozens of lines): name the missing file, or the array from the spec, instead.
+  """
+  for name in ('state/_METADATA', 'config/metadata'):
+    if not (step_dir / name).exists():
+      return f'{step_dir / name} is missing'
+  arrays = re.findall(r"'path': '([^'/][^']*?)/?'", str(error))  # relative paths: the arrays'
+  where = f'{step_dir / "state"} (array {arrays[-1]})' if arrays else step_dir
+  return f'{where}: {_causes(error)}'
 
 
 def checksums(tree) -> dict[str, list[int]]:
@@ -76,8 +140,14 @@ class Checkpointer:
   def __init__(self, workdir: str | pathlib.Path, *, keep: int = 3, async_save: bool = True):
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save)
-    self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    try:
+      self.manager = ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+    except OSError as e:
+      raise WorkdirError(f'workdir {workdir}: cannot create {checkpoint_dir(workdir)} ({e.strerror or e}); the '
+                         'workdir must be a writable directory') from e
     self.workdir = pathlib.Path(workdir).resolve()
+    self._saving = None  # the step of the asynchronous save not yet checked
+    self._failed = False
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -87,7 +157,54 @@ class Checkpointer:
                 checksum=ocp.args.JsonSave(checksums(state)))
     if data_iterator is not None:
       args['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-    return self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+    self.check_saves(wait=True)
+    try:
+      saved = self.manager.save(step, args=ocp.args.Composite(**args), force=force)
+    except Exception as e:  # the synchronous part: creating the directory, writing metadata
+      self._raise_failed_save(step, e)
+    if saved:
+      self._saving = step
+    return saved
+
+  def check_saves(self, *, wait: bool = False) -> None:
+    """Raises `CheckpointSaveError` if the last asynchronous save failed; cheap while it is still being written
+    (then it returns at once, unless `wait`). Called at every step boundary, so a failure stops the job one step
+    after it happened."""
+    if self._saving is None or (not wait and self.manager.is_saving_in_progress()):
+      return
+    step, self._saving = self._saving, None
+    try:
+      self.manager.wait_until_finished()
+    except Exception as e:  # whatever the filesystem raised in the background thread
+      self._raise_failed_save(step, e)
+
+  def _raise_failed_save(self, step: int, error: Exception):
+    """Removes the partial directory of `step` (process 0) and raises one `CheckpointSaveError` naming the cause."""
+    self._failed = True
+    try:
+      self.manager.close()  # first: its threads may still write metadata into the partial directory
+    except Exception:  # pylint: disable=broad-except  (it raises the same failure once more)
+      pass
+    # Orbax stops waiting at the first failed write of a save, while the others (tensorstore's) go on writing into
+    # its directory: wait for them too, or the directory would come back after its removal.
+    async_manager = getattr(getattr(self.manager, '_checkpointer', None), '_async_manager', None)
+    for write in getattr(async_manager, '_commit_futures', None) or ():
+      try:
+        write.result()
+      except Exception:  # pylint: disable=broad-except  (the failure raised below, or another of the same save)
+        pass
+    directory = pathlib.Path(self.manager.directory)
+    partial = list(directory.glob(f'{step}.orbax-checkpoint-tmp*'))
+    if (directory / str(step)).is_dir() and not (directory / str(step) / '_CHECKPOINT_METADATA').exists():
+      partial.append(directory / str(step))
+    if jax.process_index() == 0:
+      for path in partial:
+        shutil.rmtree(path, ignore_errors=True)
+    good = sorted(int(path.name) for path in directory.iterdir() if path.name.isdigit())
+    kept = f'the newest good checkpoint is step {good[-1]}' if good else 'no earlier checkpoint exists'
+    raise CheckpointSaveError(f'checkpoint step {step} could not be saved in {directory}: {_causes(error)}. Its '
+                              f'partial files were removed; {kept}. Free space or fix the filesystem, then rerun '
+                              'to resume.') from error
 
   def restore(self, step: int, abstract_state, data_iterator=None, reposition_data=None):
     """The state at `step` (onto the shardings in `abstract_state`); also repositions `data_iterator`.
@@ -144,9 +261,8 @@ class Checkpointer:
       except DataLayoutError:
         raise
       except Exception as e:  # orbax and tensorstore raise many kinds; each means this step is unreadable
-        failures.append((step, f'{type(e).__name__}: {e}'))
-        logging.warning('checkpoint step %d in %s could not be restored (%s); trying an older step', step,
-                        self.manager.directory, failures[-1][1])
+        failures.append((step, restore_failure(self.manager.directory / str(step), e)))
+        logging.warning('checkpoint step %d could not be restored: %s; trying an older step', step, failures[-1][1])
         continue
       if failures:
         self._set_aside([failed for failed, _ in failures])
@@ -191,10 +307,14 @@ class Checkpointer:
     return config_lib.from_json(json.dumps(saved))
 
   def wait(self) -> None:
-    self.manager.wait_until_finished()
+    """Until every save has committed; raises `CheckpointSaveError` if one failed."""
+    self.check_saves(wait=True)
 
   def close(self) -> None:
-    self.manager.close()
+    """Waits for the saves under way (see `wait`); after a failed save, whose error was raised, just lets go."""
+    if not self._failed:
+      self.wait()
+      self.manager.close()
 
 
 def _verify(step: int, state, saved: dict) -> None:
@@ -221,14 +341,17 @@ def load_inference_params(path, mesh: jax.sharding.Mesh, *, use_ema: bool = True
   """(config, step, flat params) of a saved run, params = frozen + EMA (or raw) trainable, on `mesh`.
 
   Only those parts of the state are read (and checked against their checksums): the optimizer moments, twice the
-  trainable parameters, never reach memory.
+  trainable parameters, never reach memory, and no optimizer is built.
   """
-  from lumiere_jax.train import state as state_lib  # train.state imports models; keep this module light
   workdir, step = resolve(path)
   checkpointer = Checkpointer(workdir, async_save=False)
   config = checkpointer.restore_config(step)
-  abstract = state_lib.TrainSetup.create(config, mesh).abstract_state()
-  trainable = 'ema' if use_ema else 'params'
-  parts = checkpointer.restore_parts(step, {part: abstract[part] for part in ('frozen', trainable)})
+  spec = models.model_spec(config)
+  shardings = sharding_lib.param_shardings(spec, mesh, config.mesh.axis_rules)
+  abstract = lambda keys: {k: jax.ShapeDtypeStruct(spec.shapes[k].shape, spec.shapes[k].dtype,  # noqa: E731
+                                                   sharding=shardings[k]) for k in keys}
+  trainable, frozen = models.split_trainable(config, spec.shapes)
+  part = 'ema' if use_ema else 'params'
+  parts = checkpointer.restore_parts(step, {'frozen': abstract(frozen), part: abstract(trainable)})
   checkpointer.close()
-  return config, step, {**parts['frozen'], **parts[trainable]}
+  return config, step, {**parts['frozen'], **parts[part]}

@@ -3,7 +3,9 @@
 Sections: config -> mesh -> input -> model and shardings -> state (fresh, from a t2i checkpoint, or resumed) ->
 compiled step -> loop (metrics, checkpoints, samples, SIGTERM, non-finite steps) -> final checkpoint and samples.
 Rerunning the same command on the same workdir resumes exactly where the last committed checkpoint left off; a step
-that fails to restore (corrupted files) is set aside with a warning and the one before it is used.
+that fails to restore (corrupted files) is set aside with a warning and the one before it is used. SIGTERM is handled
+from the first line to the last save's commit: before the first step it stops with nothing saved, later it saves the
+step reached (the data position just after that step's batch) and returns; either way the CLI exits 0.
 """
 
 import dataclasses
@@ -16,12 +18,11 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from lumiere_jax import config as config_lib
+from lumiere_jax import inference, stages, train as train_lib, validation
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import pipeline
-from lumiere_jax.eval import periodic
-from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
-from lumiere_jax.train import checkpoint, metrics as metrics_lib, state as state_lib, step as step_lib
+from lumiere_jax.parallel import distributed, mesh as mesh_lib, sharding as sharding_lib
+from lumiere_jax.train import checkpoint, metrics as metrics_lib, periodic, state as state_lib, step as step_lib
 
 
 @dataclasses.dataclass
@@ -70,12 +71,17 @@ class _NonfiniteGuard:
                              f'{self.policy} says. The last checkpoint holds the state before them.')
 
 
+class _StoppedBeforeTraining(Exception):
+  """SIGTERM came before the first step (the argument: the phase it ended); there is nothing to save."""
+
+
 class _Preemption:
   """Turns SIGTERM into a stop (save, then exit 0) at a step boundary every process agrees on.
 
-  One process: a handler sets a flag. Several: JAX's preemption service (its own SIGTERM handler, installed by
-  `jax.distributed.initialize`) spreads the notice and names the same step on every process; stopping at different
-  steps would leave the others waiting in a collective.
+  One process: a handler sets a flag, read after each set-up phase and at every step boundary. Several:
+  JAX's preemption service (its own SIGTERM handler, installed by `jax.distributed.initialize`) spreads the notice and
+  names the same step on every process; stopping at different steps would leave the others waiting in a collective,
+  so set-up phases run on and the first step boundary stops them all.
   """
 
   def __init__(self):
@@ -94,20 +100,44 @@ class _Preemption:
     return self.requested
 
   def restore(self):
+    """Back to the previous SIGTERM handler (after the last save committed)."""
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
 
 
 def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None, devices=None) -> RunResult:
   """Trains to `config.train.steps` (or stops early at `until_step`), resuming from `workdir` if it has checkpoints.
 
-  `devices` (default: all) are the devices the mesh is built from.
+  `devices` (default: all) are the devices the mesh is built from. After SIGTERM the result has `preempted` set (and
+  no state when it came before the first step).
   """
   workdir = pathlib.Path(workdir)
+  preemption = _Preemption()
+  try:
+    return _train(config, workdir, until_step, devices, preemption)
+  except _StoppedBeforeTraining as stopped:
+    if jax.process_index() == 0:
+      print(f'SIGTERM during {stopped}: stopped before the first step, nothing saved; exiting', flush=True)
+    return RunResult(None, None, True, workdir)
+  finally:
+    preemption.restore()
+
+
+def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preemption: _Preemption) -> RunResult:
   # --- Config: every check before anything is built or compiled.
   devices = jax.devices() if devices is None else list(devices)
-  config_lib.validate(config, num_devices=len(devices))
+  validation.validate(config, num_devices=len(devices))
   writer = metrics_lib.MetricWriter(workdir, config.train.steps)
+  checkpointer = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)  # an unwritable workdir: here
+
+  def check_setup(phase: str) -> None:
+    """After each set-up phase: stop, writing nothing, if SIGTERM came (one process; see `_Preemption`)."""
+    if preemption.requested:
+      checkpointer.close()
+      raise _StoppedBeforeTraining(phase)
+
+  check_setup('validation')
 
   # --- Mesh.
   mesh = mesh_lib.make_mesh(config.mesh, devices)
@@ -117,6 +147,7 @@ def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None,
   # --- Input.
   data_iterator = pipeline.make_train_iterator(config, process_index=jax.process_index(),
                                                process_count=jax.process_count())
+  check_setup('the input set-up')
 
   # --- Model and shardings.
   setup = state_lib.TrainSetup.create(config, mesh)
@@ -128,8 +159,9 @@ def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None,
   writer.text(f'{config.stage} model: {num_params:,} parameters, {num_trainable:,} trainable '
               f'({config.train.trainable}){replicated}')
 
+  check_setup('the model set-up')
+
   # --- State: resume, or start fresh (base / ssr: spatial weights from a t2i checkpoint; conditional: all from base).
-  checkpointer = checkpoint.Checkpointer(workdir, keep=config.train.keep_checkpoints)
   reposition = (functools.partial(pipeline.position_for_process_count, config, process_count=jax.process_count())
                 if config.data.resume_on_other_process_count else None)
   restored = checkpointer.restore_latest(setup.abstract_state(), data_iterator, reposition)
@@ -138,66 +170,75 @@ def train(config, workdir: str | pathlib.Path, *, until_step: int | None = None,
     writer.text(f'resumed from step {start} in {checkpoint.checkpoint_dir(workdir)}')
   else:
     pretrained = None
-    if config.model.init_from:
-      _, from_step, pretrained = checkpoint.load_inference_params(config.model.init_from, mesh)
+    if config.model.init_from not in ('', stages.RANDOM_INIT):
+      _, from_step, pretrained = inference.load_params(config.model.init_from, mesh)
       writer.text(f'initial weights from {config.model.init_from} (step {from_step}): {len(pretrained)} tensors')
     state = setup.init(pretrained)
     start = 0
+  check_setup('the restore' if restored is not None else 'the initialisation')
 
-  # --- Step: compiled ahead of the loop, for its FLOP count.
+  # --- Step: compiled ahead of the loop, for its FLOP count; the batch it was lowered with is the first step's.
   first_batch = sharding_lib.global_batch(next(data_iterator), mesh)
   compiled = step_lib.jit_train_step(setup).lower(state, first_batch).compile()
+  check_setup('the compile')
+  distributed.barrier('lumiere_jax:train_step_compiled')  # processes compile at different speeds
   flops = metrics_lib.compiled_flops(compiled)
   writer.text(f'train step: {flops / 1e9:.2f} GFLOPs per step (XLA cost analysis)')
   sampler = sample_lib.make_sampler(setup.spec, config)
   fvd = periodic.TrainingFVD(config, setup.spec, sampler) if config.eval.fvd_every_steps else None
 
-  # --- Loop.
-  preemption = _Preemption()
+  # --- Loop. The next batch is fetched only once the step boundary has been passed (SIGTERM checked), so a save
+  # always stores the data position right after the batch of the step it holds.
   nonfinite = _NonfiniteGuard(config.train, writer)
   step, batch, pending = start, first_batch, []
   last_log, data_wait = time.monotonic(), 0.0
   end = config.train.steps if until_step is None else min(until_step, config.train.steps)
+  _, log_every, checkpoint_every = train_lib.intervals(config.train)
+  writer.start_clock(start)
   try:
     while step < end and not preemption.reached(step):
+      checkpointer.check_saves()  # a failed asynchronous save stops the job here, one step after it failed
+      if batch is None:
+        fetch_start = time.monotonic()
+        batch = sharding_lib.global_batch(next(data_iterator), mesh)
+        data_wait += time.monotonic() - fetch_start
       state, step_metrics = compiled(state, batch)
+      batch = None
       pending.append(step_metrics)
       step += 1
       nonfinite.add(step, step_metrics)
       nonfinite.check(pending=1)
-      if step % config.train.log_every == 0 or step == end:
+      if step % log_every == 0 or step == end:
         nonfinite.check()
         now = time.monotonic()
         scalars = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
         scalars.update(steps_per_s=len(pending) / (now - last_log), data_wait=data_wait / (now - last_log),
                        tflops_per_s=flops * len(pending) / (now - last_log) / 1e12,
                        records_bad=data_iterator.stats['records_bad'], nonfinite_steps=nonfinite.total)
-        writer.write(step, scalars, first_step=start)
+        writer.write(step, scalars)
         pending, last_log, data_wait = [], now, 0.0
-      if step % config.train.checkpoint_every == 0:
-        nonfinite.check()
-        checkpointer.save(step, state, data_iterator, config)
-      if config.sample.every_steps and step % config.sample.every_steps == 0:
-        _write_samples(setup, state, config, workdir, step, sampler, writer)
-      if fvd is not None and step % config.eval.fvd_every_steps == 0:
-        writer.write(step, {'fvd': fvd(state_lib.inference_params(state))}, first_step=start)
-      if step < end:
-        fetch_start = time.monotonic()
-        batch = sharding_lib.global_batch(next(data_iterator), mesh)
-        data_wait += time.monotonic() - fetch_start
+      with writer.paused():
+        if step % checkpoint_every == 0:
+          nonfinite.check()
+          checkpointer.save(step, state, data_iterator, config)
+        if config.sample.every_steps and step % config.sample.every_steps == 0:
+          _write_samples(setup, state, config, workdir, step, sampler, writer)
+        if fvd is not None and step % config.eval.fvd_every_steps == 0:
+          writer.write(step, {'fvd': fvd(state_lib.inference_params(state))})
     nonfinite.check()
   except NonfiniteError:
     checkpointer.close()  # finishes the saves already under way; nothing newer is written
     writer.close()
     raise
-  finally:
-    preemption.restore()
+  if step == start and preemption.requested:  # several processes: the first boundary stopped them all
+    check_setup('the set-up')
 
-  # --- Final checkpoint and samples.
+  # --- Final checkpoint (SIGTERM still handled: the save completes), then samples.
+  checkpointer.wait()
   if checkpointer.latest_step() != step:
     checkpointer.save(step, state, data_iterator, config, force=True)
-  checkpointer.wait()
   checkpointer.close()
+  preemption.restore()
   sampled_in_loop = config.sample.every_steps and step % config.sample.every_steps == 0
   if preemption.requested:
     writer.text(f'SIGTERM: saved step {step}, exiting')

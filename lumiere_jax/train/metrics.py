@@ -1,8 +1,11 @@
 """Training metrics: a progress line on stdout and TensorBoard event files (tensorboardX, no TensorFlow).
 
-Only process 0 writes; other processes get a writer that does nothing.
+Only process 0 writes; other processes get a writer that does nothing. The event file is created at the first
+scalar, so a run stopped during set-up leaves none. The ETA comes from the training loop's own step rate: set-up,
+restore, compile, checkpoint saves and samples (`paused`) do not count.
 """
 
+import contextlib
 import pathlib
 import time
 
@@ -16,20 +19,42 @@ class MetricWriter:
   def __init__(self, workdir: str | pathlib.Path, total_steps: int, enabled: bool | None = None):
     self.enabled = jax.process_index() == 0 if enabled is None else enabled
     self.total_steps = total_steps
-    self._start = time.monotonic()
-    self._writer = tensorboardX.SummaryWriter(str(pathlib.Path(workdir) / 'tensorboard')) if self.enabled else None
+    self._directory = pathlib.Path(workdir) / 'tensorboard'
+    self._writer = None
+    self._clock_step, self._clock_start, self._paused_s = 0, None, 0.0
 
-  def write(self, step: int, scalars: dict[str, float], *, first_step: int = 0) -> None:
+  def start_clock(self, step: int) -> None:
+    """The training loop starts at `step`: the ETA counts time from here on, less what `paused` blocks take."""
+    self._clock_step, self._clock_start, self._paused_s = step, time.monotonic(), 0.0
+
+  @contextlib.contextmanager
+  def paused(self):
+    """A block that is no training step (a checkpoint save, samples, FVD): left out of the step rate."""
+    start = time.monotonic()
+    try:
+      yield
+    finally:
+      self._paused_s += time.monotonic() - start
+
+  def eta_s(self, step: int) -> float:
+    """Seconds to `total_steps` at the step rate since `start_clock` (inf before a step has passed)."""
+    done = step - self._clock_step
+    if self._clock_start is None or done <= 0:
+      return float('inf')
+    return (time.monotonic() - self._clock_start - self._paused_s) / done * (self.total_steps - step)
+
+  def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
+    if self._writer is None:
+      self._writer = tensorboardX.SummaryWriter(str(self._directory))
     for name, value in scalars.items():
       self._writer.add_scalar(name, float(value), step)
     self._writer.flush()
-    elapsed = time.monotonic() - self._start
-    done = max(step - first_step, 1)
-    eta = elapsed / done * (self.total_steps - step)
     values = ' '.join(f'{k}={_fmt(v)}' for k, v in scalars.items())
-    print(f'[{step:>7}/{self.total_steps} {step / self.total_steps:4.0%} eta {eta:5.0f}s] {values}', flush=True)
+    eta = self.eta_s(step)
+    eta = f'{eta:5.0f}s' if eta != float('inf') else '    ?'
+    print(f'[{step:>7}/{self.total_steps} {step / self.total_steps:4.0%} eta {eta}] {values}', flush=True)
 
   def text(self, message: str) -> None:
     if self.enabled:

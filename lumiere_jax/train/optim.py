@@ -3,12 +3,15 @@
 import jax
 import optax
 
+from lumiere_jax import train
+
 
 def learning_rate_schedule(train_config) -> optax.Schedule:
   """Linear warmup to the peak, then cosine decay to 0 at `train.steps` (at least one decay step)."""
+  warmup_steps = train.intervals(train_config)[0]
   return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=train_config.warmup_steps,
-      decay_steps=max(train_config.steps, train_config.warmup_steps + 1), end_value=0.0)
+      init_value=0.0, peak_value=train_config.learning_rate, warmup_steps=warmup_steps,
+      decay_steps=max(train_config.steps, warmup_steps + 1), end_value=0.0)
 
 
 def make_optimizer(train_config) -> optax.GradientTransformation:

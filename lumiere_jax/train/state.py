@@ -34,15 +34,9 @@ class TrainSetup:
 
   @classmethod
   def create(cls, config, mesh):
-    spec = params_lib.ModelSpec.from_builder(lambda: models.build_model(config, rngs=nnx.Rngs(config.seed)))
-    trainable, frozen = params_lib.select(spec.shapes, config.train.trainable)
-    if config.text.encoder in models.PRETRAINED_TEXT_ENCODERS:  # loaded at init, never trained
-      frozen = sorted(frozen + [k for k in trainable if k.startswith(models.TEXT_PREFIX)])
-      trainable = [k for k in trainable if not k.startswith(models.TEXT_PREFIX)]
-    if not trainable:
-      raise ValueError(f'config.train.trainable={config.train.trainable!r} selects no parameter')
-    rules = sharding_lib.rules_from_config(config.mesh.axis_rules)
-    shardings = sharding_lib.tree_shardings(spec.shapes, spec.logical_names, mesh, rules)
+    spec = models.model_spec(config)
+    trainable, frozen = models.split_trainable(config, spec.shapes)
+    shardings = sharding_lib.param_shardings(spec, mesh, config.mesh.axis_rules)
     return cls(config, mesh, spec, tuple(trainable), tuple(frozen), optim.make_optimizer(config.train), shardings)
 
   def _subset(self, tree, keys):

@@ -47,7 +47,10 @@ def embed_captions(config, in_glob: str, out_dir: str | os.PathLike, *, batch_si
   for path in paths:
     reader = records.array_record_module.ArrayRecordReader(str(path))
     try:
-      written.append(_write_shard(out_dir / path.name, _embedded(reader, tokenizer, encode, batch_size)))
+      with records.atomic_shard(out_dir / path.name) as writer:
+        for record in _embedded(reader, tokenizer, encode, batch_size):
+          writer.write(record)
+      written.append(str(out_dir / path.name))
     finally:
       reader.close()
   return written
@@ -96,19 +99,3 @@ def _decode_or_none(data: bytes) -> dict | None:
     return records.decode_record(data)
   except records.BadRecordError:
     return None
-
-
-def _write_shard(path: pathlib.Path, shard_records) -> str:
-  """Writes the records under a temporary name, renamed to `path` only when complete."""
-  temp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-  writer = records.array_record_module.ArrayRecordWriter(str(temp), 'group_size:1')
-  try:
-    for record in shard_records:
-      writer.write(record)
-  except BaseException:
-    writer.close()
-    temp.unlink(missing_ok=True)
-    raise
-  writer.close()
-  os.replace(temp, path)
-  return str(path)

@@ -12,14 +12,13 @@ from lumiere_jax import config as config_lib
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.eval import i3d, zero_shot
 
-EVAL_CONFIG = config_lib.CONFIG_FILE.parent / 'eval_ucf101.py'
-
 
 class TrainingFVD:
   """`fvd(params) -> float`: FVD of the videos the inference parameters generate, against UCF101."""
 
   def __init__(self, config, spec, sampler):
-    protocol_config = config_lib.load(f'n={config.eval.fvd_num_videos},real=train', EVAL_CONFIG)
+    protocol_config = config_lib.load(f'n={config.eval.fvd_num_videos},real=train',
+                                      config_lib.EVAL_CONFIG_FILE)
     protocol_config.chunk_size, protocol_config.seed = config.train.batch_size, config.seed
     self.plan, clips = zero_shot.make_plan(protocol_config, config.eval.fvd_ucf101_dir)
     self.frames = min(protocol_config.frames, config.model.num_frames)

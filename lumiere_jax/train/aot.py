@@ -15,8 +15,7 @@ import re
 import jax
 import numpy as np
 
-from lumiere_jax import config as config_lib
-from lumiere_jax.data import pipeline
+from lumiere_jax import stages, validation
 from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from lumiere_jax.train import metrics, state as state_lib, step as step_lib
 
@@ -83,12 +82,13 @@ def topology_devices(topology: Topology) -> list:
 def abstract_batch(config, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeStruct]:
   """The global batch `data/pipeline.py` yields for `config`, as shapes split over the data-parallel axes."""
   b, length, size = config.train.batch_size, config.text.max_length, config.model.image_size
-  shapes = dict(video=((b, pipeline.clip_frames(config), size, size, 3), np.uint8), token_mask=((b, length), bool))
+  stage = stages.of(config)
+  shapes = dict(video=((b, stage.example_frames(config), size, size, 3), np.uint8), token_mask=((b, length), bool))
   if config.data.text_embeddings:
     shapes['text_emb'] = ((b, length, config.text.width), np.float32)
   else:
     shapes['tokens'] = ((b, length), np.int32)
-  if config.stage == 'conditional':
+  if stage.reads_mask:
     shapes['cond_mask'] = ((*shapes['video'][0][:-1], 1), np.uint8)
   sharding = sharding_lib.batch_sharding(mesh)
   return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for key, (shape, dtype) in shapes.items()}
@@ -100,7 +100,7 @@ def compile_report(config, devices) -> dict:
   A step that cannot fit (TPU compilers refuse with RESOURCE_EXHAUSTED) gives `out_of_memory`, the compiler's words.
   """
   hosts = len({device.process_index for device in devices})
-  config_lib.validate(config, num_devices=len(devices), num_processes=hosts)
+  validation.validate(config, num_devices=len(devices), num_processes=hosts, training=False)
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   setup = state_lib.TrainSetup.create(config, mesh)
   report = dict(devices=len(devices), hosts=hosts, device_kind=devices[0].device_kind, mesh=dict(mesh.shape),

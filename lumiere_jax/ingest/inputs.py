@@ -1,18 +1,15 @@
-"""What `lumiere-data prepare` reads: a folder of videos plus a captions file, or a manifest; then the videos.
+"""What `lumiere-data prepare` reads: a folder of videos plus a captions file, or a manifest (the videos themselves are
+read by `video_reader.py`).
 
 Both files are tables with the columns `path`, `caption` and optionally `start`, `end` (seconds; a row then stands
 for that span of the video): CSV with that header (`.csv`) or JSON Lines with those keys (`.jsonl`). Relative paths
 are relative to the videos folder (captions file) or to the manifest's folder. With a folder, every video file in it
 (recursively; hidden files such as macOS `._name.mp4` are left out) without a caption row is reported, not dropped.
 Files are read as bytes and decoded strictly, so a caption that is not UTF-8 is reported with its row rather than
-mangled. Rows that cannot be used become inputs with a `problem`, listed as skipped like unreadable videos.
-
-Videos are read with PyAV: `probe` checks a file from its header and packet times (decoding one frame), before any
-frame is decoded in bulk; `read_frames` decodes a span after a seek and keeps, converted, only the frames it picks.
+mangled. Rows that cannot be used become inputs with a `problem`, listed as skipped like unreadable videos; such a
+row does not claim its video, so a later valid row for the same file or span is kept.
 """
 
-from collections.abc import Callable
-import contextlib
 import csv
 import dataclasses
 import io
@@ -20,9 +17,6 @@ import json
 import math
 import os
 import pathlib
-
-import av
-import numpy as np
 
 VIDEO_EXTENSIONS = frozenset(('.mp4', '.m4v', '.mov', '.mkv', '.webm', '.avi', '.mpg', '.mpeg', '.ts', '.mts',
                               '.flv', '.wmv', '.3gp', '.ogv', '.gif'))
@@ -67,7 +61,8 @@ def collect_inputs(*, videos: str = '', captions: str = '', manifest: str = '') 
     item = Input('', where, where, problem=problem) if problem else _input(fields, where, base)
     if not item.problem and item.name in first_row:
       item = dataclasses.replace(item, problem=f'duplicate of {first_row[item.name]}')
-    first_row.setdefault(item.name, where)
+    elif not item.problem:  # only a usable row claims its video or span
+      first_row[item.name] = where
     inputs.append(item)
   if videos:
     listed = {item.path for item in inputs}
@@ -165,109 +160,3 @@ def _video_files(directory: str) -> list[str]:
     found += [os.path.normpath(os.path.join(root, name)) for name in sorted(files)
               if not name.startswith('.') and os.path.splitext(name)[1].lower() in VIDEO_EXTENSIONS]
   return found
-
-
-def probe(path: str, *, max_pixels: int, min_size: int) -> tuple[float, float, int, int, int]:
-  """(first frame time, duration, height, width, quarter turns) from the header, packet times and one frame."""
-  if not os.path.isfile(path):
-    raise Skip('missing file' if not os.path.exists(path) else 'not a file')
-  if not os.path.getsize(path):
-    raise Skip('zero-byte file')
-  try:
-    with av.open(path) as container:
-      if not container.streams.video:
-        raise Skip('no video stream')
-      stream = container.streams.video[0]
-      height, width = stream.codec_context.height, stream.codec_context.width
-      if not height or not width:
-        raise Skip('no frame size in the stream header')
-      if height * width > max_pixels:
-        raise Skip(f'resolution {width}x{height} above --max_pixels {max_pixels}')
-      if min(height, width) < min_size:
-        raise Skip(f'resolution {width}x{height} below --min_size {min_size}')
-      rate = float(stream.average_rate or stream.guessed_rate or 0)
-      first, end, frame = math.inf, -math.inf, None
-      for packet in container.demux(stream):
-        if packet.pts is None:
-          continue
-        time = float(packet.pts * stream.time_base)
-        length = float(packet.duration * stream.time_base) if packet.duration else 1 / rate if rate else 0.0
-        first, end = min(first, time), max(end, time + length)
-        if frame is None:
-          frame = next(iter(packet.decode()), None)
-      if frame is None:
-        frame = next(iter(stream.codec_context.decode(None)), None)
-  except av.error.FFmpegError as e:
-    raise Skip(f'undecodable: {e.strerror or e}') from e  # strerror: without the errno and path
-  except (ValueError, EOFError) as e:
-    raise Skip(f'undecodable: {e}') from e
-  if not math.isfinite(first):
-    raise Skip('no timestamped frames')
-  if frame is None:
-    raise Skip('undecodable: no frame decodes')
-  return first, end - first, height, width, round((frame.rotation or 0) / 90) % 4
-
-
-def read_frames(path: str, targets: np.ndarray, height: int, width: int, quarter_turns: int) -> np.ndarray:
-  """uint8 (len(targets), height, width, 3): for each target time (seconds, the stream's clock, increasing) the frame
-  nearest to it (ties: the later), resized and turned counterclockwise `quarter_turns` times."""
-  if quarter_turns % 2:
-    height, width = width, height
-
-  def convert(frame):
-    return np.rot90(frame.to_ndarray(format='rgb24', width=width, height=height, interpolation='AREA'),
-                    quarter_turns)
-
-  chosen, previous, previous_time, interval = [], None, None, 0.0
-  with contextlib.closing(_decoded(path, targets[0])) as frames:
-    for frame in frames:
-      if frame.time is None:
-        raise Skip('undecodable: a frame without a timestamp')
-      # The previous frame is the nearest to every target before the midpoint between it and this one.
-      while previous is not None and len(chosen) < len(targets) and (
-          2 * targets[len(chosen)] < previous_time + frame.time - 1e-9):
-        chosen.append(previous.array())
-      if len(chosen) == len(targets):
-        break
-      if previous is not None:
-        interval = frame.time - previous_time
-      previous, previous_time = _Lazy(frame, convert), frame.time
-  if len(chosen) < len(targets):  # the stream ended: its last frame lasts about one frame interval
-    if previous is None or targets[-1] >= previous_time + interval:
-      raise Skip(f'the video ends before the clip (last frame at {previous_time or 0:.2f} s, clip ends at '
-                 f'{targets[-1]:.2f} s)')
-    chosen += [previous.array()] * (len(targets) - len(chosen))
-  return np.stack(chosen)
-
-
-class _Lazy:
-  """A decoded frame, converted to RGB only if chosen (once), then released: only the small frames stay in memory."""
-
-  def __init__(self, frame, convert: Callable):
-    self._frame, self._convert, self._array = frame, convert, None
-
-  def array(self) -> np.ndarray:
-    if self._array is None:
-      self._array = np.ascontiguousarray(self._convert(self._frame))
-      self._frame = None
-    return self._array
-
-
-def _decoded(path: str, time: float):
-  """The video's frames in presentation order from the keyframe at or before `time` (from the start if the seek
-  lands past `time`, as it can in formats without an index)."""
-  for seek in (True, False):
-    with av.open(path) as container:
-      stream = container.streams.video[0]
-      if seek:
-        try:
-          container.seek(int(time / stream.time_base), stream=stream)
-        except av.error.FFmpegError:
-          continue
-      frames = container.decode(stream)
-      first = next(frames, None)
-      if first is None or (seek and first.time is not None and first.time > time + 1e-6):
-        continue
-      yield first
-      yield from frames
-      return
