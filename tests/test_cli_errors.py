@@ -48,6 +48,8 @@ def _tool(name: str):
     delattr(FLAGS, flag_name)
   for module in saved_modules:
     del sys.modules[module]
+  for attribute in saved_attributes:  # else `from lumiere_jax.cli import x` finds the old module on the package
+    delattr(package, attribute)
   try:
     yield importlib.import_module(f'{CLI}.{name}')
   finally:

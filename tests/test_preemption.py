@@ -170,12 +170,22 @@ def run_process(workdir, *, signal_after_s=None, sig=signal.SIGKILL, timeout_s=6
     process.send_signal(sig)
     output, _ = process.communicate(timeout=timeout_s)
   run = dict(rc=process.returncode, output=output, seconds=time.monotonic() - start, sig=sig, after_s=signal_after_s)
-  # SIGKILL may land anywhere; SIGTERM exits 0 once `train` runs (its handler), and 143 only during Python's own
-  # start-up (imports), before `train` is called and anything is written.
+  # SIGKILL may land anywhere; SIGTERM exits 0 while `train` handles it, and kills the process (status -15) only
+  # before (Python's start-up: nothing written yet) or after (interpreter teardown: the last save committed).
   started = 'mesh {' in output
-  allowed = {0, -signal.SIGKILL} if sig == signal.SIGKILL else ({0} if started else {0, -signal.SIGTERM})
+  finished = _committed_step(workdir) == STEPS
+  allowed = {0, -signal.SIGKILL} if sig == signal.SIGKILL else (
+      {0} if started and not finished else {0, -signal.SIGTERM})
   assert run['rc'] in allowed, f'{sig.name} after {signal_after_s} s: exit status {run["rc"]}\n{output[-3000:]}'
   return run
+
+
+def _committed_step(workdir) -> int | None:
+  """The newest committed checkpoint step of `workdir`, or None."""
+  try:
+    return checkpoint.resolve(workdir)[1]
+  except FileNotFoundError:
+    return None
 
 
 def final_checkpoint(workdir) -> tuple[dict, dict]:

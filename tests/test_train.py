@@ -47,6 +47,14 @@ def test_temporal_training_leaves_spatial_weights_bit_identical(data_dir):
   assert _tree_equal(before['frozen'], after['frozen'])
   changed = [k for k in setup.trainable if not np.array_equal(before['params'][k], after['params'][k])]
   assert len(changed) == len(setup.trainable)
+  # Norms per group, computed in the step, against NumPy float64 on the state: spatial and text are frozen (no
+  # update), the temporal update is the last step's change of the trainable parameters.
+  norm = lambda arrays: np.sqrt(sum(np.sum(np.asarray(a, np.float64) ** 2) for a in arrays))  # noqa: E731
+  spatial = [v for k, v in after['frozen'].items() if k.startswith('unet.')]
+  np.testing.assert_allclose(float(metrics['param_norm/spatial']), norm(spatial), rtol=1e-5)
+  np.testing.assert_allclose(float(metrics['param_norm/temporal']), norm(after['params'].values()), rtol=1e-5)
+  assert 'param_norm/text' in metrics and set(k for k in metrics if k.startswith('update_norm')) == {
+      'update_norm/temporal'} and float(metrics['update_norm/temporal']) > 0
 
 
 def test_one_device_and_eight_devices_agree(data_dir):
@@ -142,3 +150,14 @@ def test_eta_comes_from_the_step_rate_alone(tmp_path, monkeypatch, capsys):
   assert writer.eta_s(10) == pytest.approx(90.0)
   assert 'eta    90s' in capsys.readouterr().out
   writer.close()
+
+
+def test_the_resolved_config_is_printed_and_written_to_tensorboard(tmp_path, capsys):
+  writer = metrics_lib.MetricWriter(tmp_path, total_steps=10, enabled=True)
+  writer.set_config(micro_config())
+  assert 'model.image_size = 16' in capsys.readouterr().out
+  assert not (tmp_path / 'tensorboard').exists()  # nothing is written before the first scalars
+  writer.write(1, {'loss': 1.0})
+  writer.close()
+  events = b''.join(path.read_bytes() for path in (tmp_path / 'tensorboard').iterdir())
+  assert b'model.image_size = 16' in events and b'config' in events

@@ -138,6 +138,7 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
       raise _StoppedBeforeTraining(phase)
 
   check_setup('validation')
+  writer.set_config(config)
 
   # --- Mesh.
   mesh = mesh_lib.make_mesh(config.mesh, devices)
@@ -164,6 +165,7 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
   # --- State: resume, or start fresh (base / ssr: spatial weights from a t2i checkpoint; conditional: all from base).
   reposition = (functools.partial(pipeline.position_for_process_count, config, process_count=jax.process_count())
                 if config.data.resume_on_other_process_count else None)
+  writer.text(f'looking for a checkpoint to resume from in {checkpoint.checkpoint_dir(workdir)}...')
   restored = checkpointer.restore_latest(setup.abstract_state(), data_iterator, reposition)
   if restored is not None:
     start, state = restored
@@ -179,6 +181,7 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
 
   # --- Step: compiled ahead of the loop, for its FLOP count; the batch it was lowered with is the first step's.
   first_batch = sharding_lib.global_batch(next(data_iterator), mesh)
+  writer.text('compiling the train step (the persistent compile cache makes reruns fast)...')
   compiled = step_lib.jit_train_step(setup).lower(state, first_batch).compile()
   check_setup('the compile')
   distributed.barrier('lumiere_jax:train_step_compiled')  # processes compile at different speeds
@@ -250,6 +253,8 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
 
 def _write_samples(setup, state, config, workdir, step, sampler, writer):
   prompts = list(config.sample.prompts)
+  writer.text(f'sampling {len(prompts)} prompts x {config.sample.steps} {config.sample.sampler} steps '
+              f'(config.sample.prompts / steps)...')
   videos = sample_lib.generate(setup.spec, state_lib.inference_params(state), config, prompts, sampler=sampler)
   if jax.process_index() == 0:
     paths = sample_lib.write_samples(videos, prompts, workdir / 'samples' / f'step_{step:07d}', config.sample.fps)

@@ -21,6 +21,7 @@ class MetricWriter:
     self.total_steps = total_steps
     self._directory = pathlib.Path(workdir) / 'tensorboard'
     self._writer = None
+    self._config_lines = []
     self._clock_step, self._clock_start, self._paused_s = 0, None, 0.0
 
   def start_clock(self, step: int) -> None:
@@ -43,11 +44,19 @@ class MetricWriter:
       return float('inf')
     return (time.monotonic() - self._clock_start - self._paused_s) / done * (self.total_steps - step)
 
+  def set_config(self, config) -> None:
+    """Prints the resolved config (`section.field = value` lines) and keeps it for TensorBoard's text tab, written
+    with the first scalars (a run stopped during set-up writes nothing)."""
+    self._config_lines = [f'{key} = {value!r}' for key, value in sorted(_flat(config.to_dict()).items())]
+    self.text('config:\n  ' + '\n  '.join(self._config_lines))
+
   def write(self, step: int, scalars: dict[str, float]) -> None:
     if not self.enabled:
       return
     if self._writer is None:
       self._writer = tensorboardX.SummaryWriter(str(self._directory))
+      if self._config_lines:
+        self._writer.add_text('config', '    ' + '\n    '.join(self._config_lines), step)
     for name, value in scalars.items():
       self._writer.add_scalar(name, float(value), step)
     self._writer.flush()
@@ -63,6 +72,13 @@ class MetricWriter:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+
+def _flat(tree: dict, prefix: str = '') -> dict:
+  flat = {}
+  for key, value in tree.items():
+    flat.update(_flat(value, f'{prefix}{key}.') if isinstance(value, dict) else {f'{prefix}{key}': value})
+  return flat
 
 
 def _fmt(value: float) -> str:
