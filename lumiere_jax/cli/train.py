@@ -12,6 +12,7 @@ Example (a tiny t2v base model on the synthetic moving-shapes set, minutes on a 
 prints what would be trained, without reading data or compiling.
 """
 
+import contextlib
 import pathlib
 
 from absl import flags, logging
@@ -46,10 +47,8 @@ def _data_summary(config) -> str:
 
 def _workdir_summary(workdir: pathlib.Path) -> str:
   if checkpoint.checkpoint_dir(workdir).is_dir():
-    try:
+    with contextlib.suppress(FileNotFoundError):  # a checkpoints/ folder without a committed step: a new run
       return f'{workdir}: resumes from step {checkpoint.resolve(workdir)[1]}'
-    except FileNotFoundError:
-      pass
   parent = next(p for p in (workdir, *workdir.parents) if p.exists())
   if not parent.is_dir():
     raise NotADirectoryError(f'--workdir {workdir}: {parent} is a file')

@@ -16,6 +16,7 @@ asynchronous save that failed as soon as it has finished, removes its partial di
 `CheckpointSaveError`; the steps saved before it stay.
 """
 
+import contextlib
 import json
 import logging as std_logging
 import pathlib
@@ -181,18 +182,14 @@ class Checkpointer:
   def _raise_failed_save(self, step: int, error: Exception):
     """Removes the partial directory of `step` (process 0) and raises one `CheckpointSaveError` naming the cause."""
     self._failed = True
-    try:
+    with contextlib.suppress(Exception):  # it raises the same failure once more
       self.manager.close()  # first: its threads may still write metadata into the partial directory
-    except Exception:  # pylint: disable=broad-except  (it raises the same failure once more)
-      pass
     # Orbax stops waiting at the first failed write of a save, while the others (tensorstore's) go on writing into
     # its directory: wait for them too, or the directory would come back after its removal.
     async_manager = getattr(getattr(self.manager, '_checkpointer', None), '_async_manager', None)
     for write in getattr(async_manager, '_commit_futures', None) or ():
-      try:
+      with contextlib.suppress(Exception):  # the failure raised below, or another of the same save
         write.result()
-      except Exception:  # pylint: disable=broad-except  (the failure raised below, or another of the same save)
-        pass
     directory = pathlib.Path(self.manager.directory)
     partial = list(directory.glob(f'{step}.orbax-checkpoint-tmp*'))
     if (directory / str(step)).is_dir() and not (directory / str(step) / '_CHECKPOINT_METADATA').exists():
