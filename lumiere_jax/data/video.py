@@ -46,9 +46,9 @@ def _yuv420p(frame: np.ndarray) -> av.VideoFrame:
   """rgb24 -> yuv420p with each row's padding filled by its last pixel.
 
   x264's SIMD code reads past the visible width into the padding, which the conversion leaves uninitialised: without
-  this, the same frames encoded to different bytes from one call to the next.
+  this, the same frames encoded to different bytes from one call to the next. One swscale thread, as for x264.
   """
-  out = av.VideoFrame.from_ndarray(frame, format='rgb24').reformat(format='yuv420p')
+  out = av.VideoFrame.from_ndarray(frame, format='rgb24').reformat(format='yuv420p', threads=1)
   for plane in out.planes:
     rows = np.frombuffer(memoryview(plane), np.uint8).reshape(plane.height, plane.line_size)
     rows[:, plane.width:] = rows[:, plane.width - 1:plane.width]
