@@ -6,10 +6,10 @@ import math
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 
+from lumiere_jax import config as config_lib
 from lumiere_jax.diffusion import checks
 from lumiere_jax.diffusion import diffusers_scheduler
 from lumiere_jax.diffusion import guidance
@@ -367,7 +367,8 @@ def test_variance_term_trains_the_variance_only():
 
 
 def test_from_config_builds_each_kind():
-  config = ml_collections.ConfigDict(dict(logsnr_min=-15.0, logsnr_max=15.0, logsnr_shift=0.0))
+  config = config_lib.load('stage=base,size=tiny').diffusion
+  config.unlock()
   assert schedules.from_config(config) == schedules.Schedule(-15.0, 15.0, 0.0)
   assert parameterization.Parameterization.from_config(config) == parameterization.V
   config.update(schedule='squaredcos_cap_v2', parameterization='eps', variance='learned_range')
@@ -414,10 +415,11 @@ def test_superres_augment_reports_the_timestep_on_the_discrete_schedule():
 
 
 def test_config_checks_name_the_fields_of_if_diffusion():
-  config = ml_collections.ConfigDict(dict(
-      diffusion=dict(logsnr_min=-15.0, logsnr_max=15.0, text_dropout=0.1, variance='learned_range', vlb_weight=-1.0),
-      sample=dict(sampler='ddpm', steps=2000, eta=0.0, guidance=7.0, dynamic_threshold=0.95, dynamic_threshold_max=0.5,
-                  timestep_spacing='even', fps=8)))
+  config = config_lib.with_overrides(config_lib.load('stage=base,size=tiny'), {
+      'diffusion.variance': 'learned_range', 'diffusion.vlb_weight': -1.0, 'sample.sampler': 'ddpm',
+      'sample.steps': 2000, 'sample.dynamic_threshold': 0.95, 'sample.dynamic_threshold_max': 0.5,
+      'sample.timestep_spacing': 'even'})
+  config.unlock()
   assert {field for field, _ in checks.config_errors(config)} == {
       'diffusion.variance', 'diffusion.vlb_weight', 'sample.sampler', 'sample.dynamic_threshold_max',
       'sample.timestep_spacing'}

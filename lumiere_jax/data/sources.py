@@ -163,12 +163,12 @@ def make_source(config) -> tuple[grain.sources.RandomAccessDataSource, Callable[
   """The random-access source named by `data.source` (mixed with `data.image_source` when that is set) and the
   parser of its elements into record dicts."""
   main = _single_source(config, config.data.source)
-  image_source = config.data.get('image_source', '')
+  image_source = config.data.image_source
   if not image_source:
     return main
   images_ = _single_source(config, image_source)
   names = ['data.source', 'data.image_source']
-  mixture = Mixture([main[0], images_[0]], mixture_counts(config.data.get('image_fraction', 0.5)), names)
+  mixture = Mixture([main[0], images_[0]], mixture_counts(config.data.image_fraction), names)
   return mixture, MixtureRecord((main[1], images_[1]))
 
 
@@ -176,7 +176,7 @@ def describer(config) -> Callable[[int], str] | None:
   """Element index -> where it lives, for the sources that know (WebDataset shards, mixtures); None for the others.
   The source is built on the first call only (an error message is being written)."""
   source = config.data.source
-  if not (config.data.get('image_source', '') or
+  if not (config.data.image_source or
           (not source.startswith(TFDS_PREFIX) and any(map(_is_tar, source_paths(config))))):
     return None
   built = []
@@ -201,8 +201,7 @@ def _single_source(config, source: str) -> tuple[grain.sources.RandomAccessDataS
       raise ValueError(f'{_field(config, source)}={source!r} matches both {TAR_SUFFIX} and other files: '
                        f'{tars[0]}, {(set(paths) - set(tars)).pop()}')
     if tars:
-      parse = webdataset.ImageSample(config.data.get('image_min_size', images.MIN_SIDE),
-                                     config.data.get('image_max_pixels', images.MAX_PIXELS))
+      parse = webdataset.ImageSample(config.data.image_min_size, config.data.image_max_pixels)
       return webdataset.TarSamples(tars), parse
     return grain.sources.ArrayRecordDataSource(paths), records.decode_record
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  (heavy; only for TFDS sources)
@@ -215,5 +214,5 @@ def _single_source(config, source: str) -> tuple[grain.sources.RandomAccessDataS
                      f'{config.data.tfds_data_dir!r}): cannot open it with tfds.data_source: {e}') from e
   d = config.data
   # An image dataset mixed in names its image feature by data.tfds_image_key; data.source's is data.tfds_video_key.
-  key = d.tfds_video_key if source == d.source else d.get('tfds_image_key', 'image')
+  key = d.tfds_video_key if source == d.source else d.tfds_image_key
   return data_source, TfdsRecord(key, d.tfds_caption_key, d.tfds_fps_key, d.tfds_fps)

@@ -41,9 +41,8 @@ class Parameterization:
 
   @classmethod
   def from_config(cls, config):
-    """From `config.diffusion`: fields parameterization ('v'), variance ('fixed'), vlb_weight (0.001)."""
-    return cls(config.get('parameterization', 'v'), config.get('variance', 'fixed'),
-               float(config.get('vlb_weight', 0.001)))
+    """From `config.diffusion`: its fields parameterization, variance and vlb_weight."""
+    return cls(config.parameterization, config.variance, float(config.vlb_weight))
 
   @property
   def learned_variance(self) -> bool:

@@ -163,10 +163,10 @@ class DiscreteSchedule:
 
 
 def from_config(config):
-  """The schedule `config.diffusion` names in its field `schedule` (default 'cosine_logsnr')."""
-  kind = config.get('schedule', 'cosine_logsnr')
+  """The schedule `config.diffusion` names in its field `schedule`."""
+  kind = config.schedule
   if kind == 'cosine_logsnr':
     return Schedule.from_config(config)
   if kind == 'squaredcos_cap_v2':
-    return DiscreteSchedule(int(config.get('num_timesteps', 1000)))
+    return DiscreteSchedule(int(config.num_timesteps))
   raise ValueError(f'diffusion.schedule must be one of {SCHEDULES}, got {kind!r}')
