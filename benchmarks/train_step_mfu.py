@@ -3,9 +3,9 @@
     python benchmarks/train_step_mfu.py --sizes tiny,small [--batch 4] [--dtype bfloat16] [--stage base]
         [--remat nothing_saveable]
 
-- MFU: model FLOPs per step (XLA's cost analysis of the step lowered *without* rematerialisation: what the model
-  needs, not what the compiled program recomputes) per second, over the chip's published dense bf16 peak
-  (`lumiere_jax/parallel/chips.py`; not reported for chips without one, such as CPUs);
+- MFU: model FLOPs per step (`lumiere_jax/train/flops.py`: XLA's cost analysis of the step lowered *without*
+  rematerialisation: what the model needs, not what the compiled program recomputes) per second, over the chip's
+  published dense bf16 peak (`lumiere_jax/parallel/chips.py`; not reported for chips without one, such as CPUs);
 - HFU: the compiled step's FLOPs (recomputation included) per second, over a large square matmul timed in the same
   process on the same device ("utilisation on this machine", comparable across machines).
 """
@@ -22,7 +22,7 @@ from lumiere_jax import validation
 from lumiere_jax.models import checks as model_checks
 from lumiere_jax.data import tokenizers
 from lumiere_jax.parallel import chips, mesh as mesh_lib, sharding as sharding_lib
-from lumiere_jax.train import metrics, state as state_lib, step as step_lib
+from lumiere_jax.train import flops as flops_lib, state as state_lib
 
 
 def _timed(fn, *args, repeats: int) -> float:
@@ -50,14 +50,6 @@ def _config(size: str, stage: str, batch: int | None, dtype: str, remat: str):
   return config
 
 
-def _model_flops(config, state, batch_arrays) -> float:
-  """FLOPs of the step as the model defines it: lowered without rematerialisation (nothing recomputed)."""
-  config = config.copy_and_resolve_references()
-  config.model.remat_policy = 'none'
-  setup = state_lib.TrainSetup.create(config, mesh_lib.make_mesh(config.mesh))
-  return metrics.compiled_flops(step_lib.jit_train_step(setup).lower(state, batch_arrays))
-
-
 def train_step_flops_per_s(size: str, stage: str, batch: int | None, dtype: str, remat: str, repeats: int):
   config = _config(size, stage, batch, dtype, remat)
   validation.validate(config, training=False)  # random weights: the step costs the same
@@ -70,9 +62,7 @@ def train_step_flops_per_s(size: str, stage: str, batch: int | None, dtype: str,
   batch_np = dict(video=np.random.default_rng(0).integers(0, 256, (b, frames, s, s, 3), np.uint8),
                   tokens=tokens, token_mask=mask)
   batch_arrays = sharding_lib.global_batch(batch_np, mesh)
-  compiled = step_lib.jit_train_step(setup).lower(state, batch_arrays).compile()
-  flops = metrics.compiled_flops(compiled)
-  model_flops = _model_flops(config, state, batch_arrays)
+  compiled, flops = flops_lib.compile_train_step(setup, state, batch_arrays)
   state, _ = compiled(state, batch_arrays)  # warm-up
   jax.block_until_ready(state)
   start = time.perf_counter()
@@ -80,8 +70,9 @@ def train_step_flops_per_s(size: str, stage: str, batch: int | None, dtype: str,
     state, out = compiled(state, batch_arrays)
   jax.block_until_ready(out)
   seconds = (time.perf_counter() - start) / repeats
-  return dict(size=size, stage=stage, batch=b, frames=frames, res=s, gflop=flops / 1e9,
-              model_gflop=model_flops / 1e9, step_s=seconds, achieved=flops / seconds, model=model_flops / seconds)
+  return dict(size=size, stage=stage, batch=b, frames=frames, res=s, gflop=flops.compiled_per_device / 1e9,
+              model_gflop=flops.model / 1e9, step_s=seconds, achieved=flops.compiled_per_device / seconds,
+              model_per_device=flops.model_per_device / seconds)
 
 
 def main():
@@ -106,7 +97,7 @@ def main():
   print('|---|---|---|---|---|---|---|---|---|')
   for size in args.sizes.split(','):
     r = train_step_flops_per_s(size, args.stage, args.batch, args.dtype, args.remat, args.repeats)
-    mfu = f'{r["model"] / jax.device_count() / spec:.1%}' if spec else 'n/a'
+    mfu = f'{r["model_per_device"] / spec:.1%}' if spec else 'n/a'
     print(f'| {r["size"]} | {r["stage"]} | {r["batch"]} | {r["frames"]}x{r["res"]}x{r["res"]} | '
           f'{r["model_gflop"]:.1f} | {r["gflop"]:.1f} | {r["step_s"]:.3f} | {mfu} | '
           f'{r["achieved"] / peak:.2f} |', flush=True)  # compiled FLOPs are per device, as the matmul

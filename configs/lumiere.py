@@ -280,6 +280,14 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # goes on (stopping after `max_nonfinite_in_a_row` such steps in a row), 'stop' ends the job at the first one.
       nonfinite='skip',
       max_nonfinite_in_a_row=10,
+      # 'a,b': a jax.profiler trace of steps a..b-1 in the TensorBoard directory ('' = none).
+      profile_steps='',
+  ))
+
+  # Optional Weights & Biases logging beside TensorBoard (needs the `wandb` extra); '' = off.
+  c.logging = ml_collections.ConfigDict(dict(
+      wandb_project='',
+      wandb_entity='',
   ))
 
   # A small FVD during training: every `fvd_every_steps` steps (0 = never), `fvd_num_videos` videos of the UCF101
@@ -296,6 +304,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       data=-1,
       fsdp=1,
       tensor=1,
+      # Context parallelism: devices one clip's frames are split over (a positive divisor of the training clip's
+      # frames; no -1), with one-frame halo exchanges at the temporal convs. For SSR windows too big for one device.
+      context=1,
       # Logical axis name -> mesh axes. Names not listed are replicated.
       axis_rules=(
           ('batch', ('data', 'fsdp')),

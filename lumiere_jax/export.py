@@ -137,7 +137,7 @@ def load_export(out, mesh: jax.sharding.Mesh) -> tuple[object, dict]:
   Refuses an export whose arrays differ from its manifest's sha256. bfloat16 exports are widened back to the
   model's float32 parameters (exactly: every bfloat16 is a float32).
   """
-  out = pathlib.Path(out)
+  out = pathlib.Path(out).absolute()  # orbax takes absolute paths only
   manifest = read_manifest(out)
   config = load_config(out)
   if manifest['format'] == 'orbax':

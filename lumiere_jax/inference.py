@@ -20,7 +20,7 @@ from lumiere_jax.parallel import mesh as mesh_lib
 from lumiere_jax.train import checkpoint
 
 # What sampling changes in a run's config before applying the caller's overrides.
-SAMPLING_LAYOUT = {'mesh.data': -1, 'mesh.fsdp': 1, 'mesh.tensor': 1, 'eval.fvd_every_steps': 0}
+SAMPLING_LAYOUT = {'mesh.data': -1, 'mesh.fsdp': 1, 'mesh.tensor': 1, 'mesh.context': 1, 'eval.fvd_every_steps': 0}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,12 +11,20 @@ drawn once for the whole clip.
 
 The conditional stage reads a given clip and mask (`conditional.py`; nothing given: text-to-video) and keeps the given
 pixels in its output; any video stage edits a clip by SDEdit (`edit`, `strength`).
+
+With a mesh, a batch of prompts is split over its data-parallel devices: `generate` pads the prompts to a multiple of
+their count (repeating the last) and trims the padding afterwards. Every random draw depends only on its element's
+index (threefry, `jax_threefry_partitionable`), so the padded, sharded batch gives the same clips as the plain one.
+Before sampling, `generate` compares the compiled sampler's memory with the device's limit where the backend reports
+one, and names the batch size to lower instead of running out of memory.
 """
 
+import functools
 import pathlib
 from collections.abc import Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
@@ -70,7 +78,8 @@ def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.shard
   The conditional stage takes `given` = (clip float (N, T, H, W, 3) in [-1, 1], mask (N, T, H, W, 1), 1 = given):
   its conditioning input, and the output keeps the given pixels (`conditional.keep_given`). `edit` (N, T, H, W, 3)
   in [-1, 1] is a clip to edit by SDEdit at `strength` (`editing.sdedit`) instead of sampling from noise. With
-  `mesh`, the SSR's MultiDiffusion windows are spread over its data-parallel devices (when they divide evenly).
+  `mesh` (where the parameters lie), the batch (inputs, noise, output) and the SSR's MultiDiffusion windows are split
+  over its data-parallel devices when they divide evenly (`generate` pads the batch so that they do).
   """
   s = config.sample
   schedule = schedules.from_config(config.diffusion)
@@ -80,6 +89,9 @@ def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.shard
 
   def sample(params, tokens, token_mask, rng, lowres=None, given=None, edit=None):
     model = spec.merge(params)
+    split = _batch_constraint(mesh, tokens.shape[0])
+    tokens, token_mask, lowres, edit = (split(x) for x in (tokens, token_mask, lowres, edit))
+    given = None if given is None else tuple(split(x) for x in given)
     rng_noise, rng_steps, rng_condition = jax.random.split(rng, 3)
     text_emb = model.encode_text(tokens, token_mask)
     context = dict(text_emb=text_emb, text_mask=token_mask)
@@ -97,27 +109,36 @@ def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.shard
     empty = dict(context, text_emb=jnp.zeros_like(text_emb), text_mask=jnp.zeros_like(token_mask))
     denoise = guidance.classifier_free_guidance(denoise_with_context, context, empty, s.guidance,
                                                 learned_variance=param.learned_variance)
-    noise = jax.random.normal(rng_noise, shape, jnp.float32)
+    noise = split(jax.random.normal(rng_noise, shape, jnp.float32))
     walk = lambda z, t_start: samplers.sample(  # noqa: E731
         denoise, z, schedule=schedule, steps=s.steps, sampler=s.sampler, eta=s.eta, rng=rng_steps,
         dynamic_threshold=s.dynamic_threshold, t_start=t_start, parameterization=param,
         dynamic_threshold_max=s.dynamic_threshold_max, spacing=s.timestep_spacing)
     videos = walk(noise, 1.0) if edit is None else editing.sdedit(walk, edit, noise, schedule=schedule,
                                                                   strength=strength)
-    return videos if given is None else conditional.keep_given(videos, *given)
+    return split(videos if given is None else conditional.keep_given(videos, *given))
 
   return jax.jit(sample)
 
 
-def _window_sharding(mesh, config, shape):
-  """The stacked windows (windows x guidance branches x clips) split over the mesh's batch axes, if they divide."""
-  if mesh is None:
-    return None
-  branches = 1 if config.sample.guidance == 1 else 2  # guidance.classifier_free_guidance doubles the batch
-  windows = len(multidiffusion.window_starts(shape[1], config.sr.window, config.sr.overlap)) * branches * shape[0]
-  if windows % mesh_lib.data_parallel_size(mesh):
+def _batch_sharding(mesh, batch_size: int) -> jax.sharding.NamedSharding | None:
+  """The leading dimension split over the mesh's batch axes; None without a mesh or when they do not divide it."""
+  if mesh is None or batch_size % mesh_lib.data_parallel_size(mesh):
     return None
   return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(mesh_lib.BATCH_AXES))
+
+
+def _batch_constraint(mesh, batch_size: int):
+  """`x -> x` constrained to `_batch_sharding` (unchanged where that is None, and None stays None)."""
+  sharding = _batch_sharding(mesh, batch_size)
+  return lambda x: x if sharding is None or x is None else jax.lax.with_sharding_constraint(x, sharding)
+
+
+def _window_sharding(mesh, config, shape):
+  """The stacked windows (windows x guidance branches x clips) split over the mesh's batch axes, if they divide."""
+  branches = 1 if config.sample.guidance == 1 else 2  # guidance.classifier_free_guidance doubles the batch
+  windows = len(multidiffusion.window_starts(shape[1], config.sr.window, config.sr.overlap)) * branches * shape[0]
+  return _batch_sharding(mesh, windows)
 
 
 def training_lowres(config, count: int, seed: int = 0) -> np.ndarray:
@@ -137,11 +158,17 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   An SR model upsamples `lowres`, uint8 (N, T, h, w, 3) (default: `training_lowres`). The conditional stage reads
   `given` = (clip uint8 (T, H, W, 3), mask (T, H, W, 1), 1 = given), the same for every prompt (default: nothing
   given, plain text-to-video; `conditional.read_inputs` makes it). `edit`, uint8 (T, H, W, 3), is edited by SDEdit
-  at `strength` instead. `mesh` spreads an SSR's windows over devices (`make_sampler`).
+  at `strength` instead. `mesh` (where `params` lie; the sampler's, if given) splits the batch over its data-parallel
+  devices, padded to a multiple of their count. ValueError before sampling when the compiled sampler needs more
+  memory than a device has (`check_memory`).
   """
-  tokens, mask = tokenizers.build_tokenizer(config.text).encode(list(prompts))
+  if not prompts:
+    raise ValueError('no prompts to sample')
+  count = len(prompts)
+  padded = list(prompts) + [prompts[-1]] * (-count % (mesh_lib.data_parallel_size(mesh) if mesh else 1))
+  tokens, mask = tokenizers.build_tokenizer(config.text).encode(padded)
   sampler = sampler or make_sampler(spec, config, strength, mesh)
-  per_prompt = lambda x: jnp.broadcast_to(jnp.asarray(x), (len(prompts), *np.shape(x)))  # noqa: E731
+  per_prompt = lambda x: np.broadcast_to(np.asarray(x), (len(padded), *np.shape(x)))  # noqa: E731
   kwargs = {} if edit is None else dict(edit=per_prompt(transforms.normalize(np.asarray(edit))))
   conditioning = stages.of(config).conditioning_of(config)
   if conditioning == stages.MASKED:
@@ -153,13 +180,54 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
                      'does')
   args = ()
   if conditioning == stages.SUPERRES:
-    lowres = training_lowres(config, len(prompts), seed) if lowres is None else np.asarray(lowres)
+    lowres = training_lowres(config, count, seed) if lowres is None else np.asarray(lowres)
     check_lowres(config, lowres.shape)
-    if len(lowres) != len(prompts):
-      raise ValueError(f'{len(lowres)} low-res clips for {len(prompts)} prompts')
-    args = (jnp.asarray(transforms.normalize(lowres)),)
-  videos = sampler(params, jnp.asarray(tokens), jnp.asarray(mask), jax.random.PRNGKey(seed), *args, **kwargs)
-  return np.asarray(jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8))
+    if len(lowres) != count:
+      raise ValueError(f'{len(lowres)} low-res clips for {count} prompts')
+    args = (transforms.normalize(np.concatenate([lowres, np.repeat(lowres[-1:], len(padded) - count, axis=0)])),)
+  batch = _batch_sharding(mesh, len(padded))  # None without a mesh: the default device
+  replicated = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  place = functools.partial(_place, sharding=batch)
+  args = (place(tokens), place(mask), _place(jax.random.PRNGKey(seed), replicated), *map(place, args))
+  kwargs = jax.tree.map(place, kwargs)
+  device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
+  check_memory(sampler.lower(params, *args, **kwargs).compile(), device, count, len(padded))
+  videos = sampler(params, *args, **kwargs)
+  videos = jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+  return (np.asarray(videos) if videos.is_fully_addressable else
+          multihost_utils.process_allgather(videos, tiled=True))[:count]
+
+
+def _place(x, sharding: jax.sharding.NamedSharding | None) -> jax.Array:
+  """A host array, the same on every process, as a global array laid out by `sharding` (None: the default device)."""
+  x = np.asarray(x)
+  return jnp.asarray(x) if sharding is None else jax.make_array_from_callback(x.shape, sharding, lambda i: x[i])
+
+
+def device_memory_limit(device) -> int | None:
+  """Bytes one device may allocate as the backend reports it (`memory_stats()['bytes_limit']` on GPU / TPU); None
+  where it reports none (CPU)."""
+  stats = device.memory_stats()
+  return stats.get('bytes_limit') if stats else None
+
+
+def check_memory(compiled, device, count: int, padded: int) -> None:
+  """ValueError naming the batch and the figures when the compiled sampler's memory per device (temporaries,
+  arguments, outputs; XLA's analysis) exceeds `device`'s limit: a clear error instead of running out of memory."""
+  analysis = compiled.memory_analysis()
+  limit = device_memory_limit(device)
+  if analysis is None or not limit:
+    return
+  figures = {'temporaries': analysis.temp_size_in_bytes, 'arguments': analysis.argument_size_in_bytes,
+             'outputs': analysis.output_size_in_bytes}
+  needed = sum(figures.values())
+  if needed > limit:
+    gib = lambda n: f'{n / 2**30:.2f} GiB'  # noqa: E731
+    detail = ', '.join(f'{name} {gib(n)}' for name, n in figures.items())
+    raise ValueError(f'sampling a batch of {count} clips (padded to {padded} over the data-parallel devices) needs '
+                     f'{gib(needed)} per device ({detail}), over the {gib(limit)} a {device.device_kind} device has: '
+                     'sample fewer clips at once (a smaller --config.chunk_size for lumiere-eval or '
+                     'train.batch_size for the in-training FVD, fewer --prompt or config.sample.prompts)')
 
 
 def write_samples(videos: np.ndarray, prompts: Sequence[str], out_dir: pathlib.Path, fps: float) -> list[pathlib.Path]:
@@ -167,11 +235,12 @@ def write_samples(videos: np.ndarray, prompts: Sequence[str], out_dir: pathlib.P
   out_dir.mkdir(parents=True, exist_ok=True)
   paths = []
   for i, (clip, prompt) in enumerate(zip(videos, prompts)):
-    paths.append(out_dir / f'{i:02d}-{_slug(prompt)}.mp4')
+    paths.append(out_dir / f'{i:02d}-{slug(prompt)}.mp4')
     video.write_mp4(paths[-1], clip, fps)
   video.write_gif(out_dir / 'grid.gif', video.tile(videos, columns=min(4, len(videos))), fps)
   return paths
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+  """A caption as a file or tag name: lower case, alphanumerics kept, the rest `_`, at most 48 characters."""
   return ''.join(c if c.isalnum() else '_' for c in text.lower())[:48].strip('_')

@@ -63,6 +63,7 @@ def test_relative_paths_headers_and_failures(run, tmp_path, monkeypatch):
   monkeypatch.chdir(tmp_path)
   export_lib.export(workdir, 'exports/base-orbax')
   assert (tmp_path / 'exports' / 'base-orbax' / 'manifest.json').is_file()
+  assert export_lib.load_export('exports/base-orbax', _mesh())[1]  # and reads back from a relative path
   manifest = export_lib.export(workdir, 'exports/base-st', fmt='safetensors')
   path = tmp_path / 'exports' / 'base-st' / 'params.safetensors'
   with safetensors.safe_open(path, 'np') as f:

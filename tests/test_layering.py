@@ -9,7 +9,7 @@ import pytest
 PACKAGE = pathlib.Path(__file__).resolve().parent.parent / 'lumiere_jax'
 # Top-level modules and packages of lumiere_jax, by layer (lowest first).
 LAYERS = (
-    {'__init__', 'config', 'stages', 'backbones'},
+    {'__init__', 'config', 'stages', 'backbones', 'progress'},
     {'models', 'diffusion'},
     {'data'},
     {'parallel'},

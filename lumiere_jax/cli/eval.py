@@ -9,8 +9,9 @@ Example (the smoke path, minutes on a CPU: a fake UCF101 folder and a 16-frame t
   lumiere-eval --config configs/eval_ucf101.py:size=tiny --workdir workdirs/base16 \
       --ucf101 workdirs/ucf101-fake --out workdirs/eval/report.json
 
-Every process generates its share of the videos on its own devices; rerunning the same command resumes from the
-chunks already written (`--videos_dir`). See lumiere_jax/eval/zero_shot.py for the protocol.
+Every process generates its share of the videos, each chunk split over its own devices (`sample.generate` pads a
+chunk they do not divide); rerunning the same command resumes from the chunks already written (`--videos_dir`).
+See lumiere_jax/eval/zero_shot.py for the protocol.
 """
 
 import json
@@ -19,7 +20,6 @@ import time
 
 from absl import app, flags, logging
 import jax
-from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 from ml_collections import config_flags
 
@@ -27,7 +27,7 @@ from lumiere_jax import inference, stages
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.cli import errors, usage
 from lumiere_jax.eval import c3d, checks as eval_checks, i3d, zero_shot
-from lumiere_jax.parallel import distributed, mesh as mesh_lib
+from lumiere_jax.parallel import distributed
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'configs/eval_ucf101.py[:n=<videos>,real=<train|all>]',
                                           lock_config=True)
@@ -54,14 +54,6 @@ def _load(path: str, eval_config, devices) -> inference.InferenceModel:
   return inference.load(path, overrides=overrides, devices=devices)
 
 
-def make_generate(spec, params, config, mesh: jax.sharding.Mesh):
-  """`generate(prompts, seed)` with the batch split over `mesh` (parameters as they were placed)."""
-  batch, replicated = NamedSharding(mesh, P(mesh_lib.BATCH_AXES)), NamedSharding(mesh, P())
-  sampler = jax.jit(sample_lib.make_sampler(spec, config), out_shardings=batch,
-                    in_shardings=(jax.tree.map(lambda x: x.sharding, params), batch, batch, replicated))
-  return lambda prompts, seed: sample_lib.generate(spec, params, config, prompts, seed=seed, sampler=sampler)
-
-
 def main(argv):
   del argv
   distributed.initialize_from_flags()
@@ -74,15 +66,15 @@ def main(argv):
     raise app.UsageError(f'the C3D Inception Score takes {c3d.FRAMES} frames (config.frames={eval_config.frames}) '
                          f'and at most config.num_videos splits (config.is_splits={eval_config.is_splits})')
   devices = jax.local_devices()
-  if eval_config.chunk_size % len(devices):
-    raise app.UsageError(f'config.chunk_size={eval_config.chunk_size} must be a multiple of the {len(devices)} '
-                         'devices of each process')
   start = time.monotonic()
   model = _load(_WORKDIR.value, eval_config, devices)
   config, step = model.config, model.step
+  sampler = sample_lib.make_sampler(model.spec, config, mesh=model.mesh)
   features_mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
   models = zero_shot.Models(
-      generate=make_generate(model.spec, model.params, config, model.mesh), features=i3d.I3DFeatures(features_mesh),
+      generate=lambda prompts, seed: sample_lib.generate(model.spec, model.params, config, prompts, seed=seed,
+                                                         sampler=sampler, mesh=model.mesh),
+      features=i3d.I3DFeatures(features_mesh),
       probabilities=c3d.C3DProbabilities(_C3D.value, _C3D_MEAN.value, features_mesh) if _C3D.value else None)
   load_seconds = round(time.monotonic() - start, 3)
   s = config.sample

@@ -99,7 +99,7 @@ def main(argv):
   if has_base:
     model = _load(_WORKDIR.value or _CHECKPOINT.value, use_ema=not _RAW.value)
     videos = sample_lib.generate(model.spec, sample_modes.stylized(model), model.config, prompts, seed=_SEED.value,
-                                 **sample_modes.generate_kwargs(model.config, _VIDEO.value))
+                                 mesh=model.mesh, **sample_modes.generate_kwargs(model.config, _VIDEO.value))
     fps, notes = model.config.sample.fps, [f'step {model.step}']
   else:
     frames, fps = video.decode_video(pathlib.Path(_VIDEO.value).read_bytes())

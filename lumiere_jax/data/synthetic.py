@@ -13,6 +13,7 @@ import tempfile
 
 import numpy as np
 
+from lumiere_jax import progress
 from lumiere_jax.data import records, video
 
 # Saturated and far apart in RGB, so H.264 chroma subsampling and model samples still map to the right name.
@@ -116,9 +117,9 @@ def describe_clip(frames: np.ndarray) -> dict:
   return dict(colour=colour, direction=direction)
 
 
-def _records(num_clips: int, image_size: int, num_frames: int, fps: float, seed: int):
-  """Yields the encoded records; clip i depends only on (seed, i)."""
-  for i in range(num_clips):
+def _records(num_clips: int, image_size: int, num_frames: int, fps: float, seed: int, what: str):
+  """Yields the encoded records, with progress lines about `what`; clip i depends only on (seed, i)."""
+  for i in progress.track(range(num_clips), what):
     frames, text, _ = make_clip(np.random.default_rng([seed, i]), image_size, num_frames)
     yield records.encode_record(key=f'shapes-{i:06d}', caption=text, video=video.encode_mp4(frames, fps), fps=fps,
                                 num_frames=len(frames), height=image_size, width=image_size)
@@ -140,8 +141,8 @@ def ensure_synthetic_dataset(directory: str | os.PathLike, *, num_clips: int, im
     directory.mkdir(parents=True, exist_ok=True)
     build = pathlib.Path(tempfile.mkdtemp(prefix=f'.{target.name}.tmp-', dir=directory))
     try:
-      paths = records.write_shards(_records(num_clips, image_size, num_frames, fps, seed), build, prefix='shapes',
-                                   num_shards=num_shards)
+      clips = _records(num_clips, image_size, num_frames, fps, seed, f'building the synthetic set {target}')
+      paths = records.write_shards(clips, build, prefix='shapes', num_shards=num_shards)
       (build / _MARKER).write_text(json.dumps(dict(shards=[pathlib.Path(p).name for p in paths], clips=num_clips)))
       if target.exists() and not (target / _MARKER).exists():
         shutil.rmtree(target)  # an incomplete set from an older, interrupted build

@@ -19,6 +19,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from lumiere_jax import progress
+
 
 def allocate(frequencies: np.ndarray, total: int) -> np.ndarray:
   """Integer counts summing to `total` in proportion to `frequencies`: floors, then +1 to the largest remainders.
@@ -93,23 +95,23 @@ def chunk_path(directory: pathlib.Path, name: str, chunk: int) -> pathlib.Path:
 
 
 def run_chunks(directory: str | pathlib.Path, name: str, num_chunks: int, compute: Callable[[int], dict],
-               *, process_index: int = 0, process_count: int = 1) -> int:
-  """Writes `compute(c)` (a dict of arrays) to `<directory>/<name>-<c>.npz` for this process's chunks that lack one.
+               *, process_index: int = 0, process_count: int = 1, what: str = '') -> int:
+  """Writes `compute(c)` (a dict of arrays) to `<directory>/<name>-<c>.npz` for this process's chunks that lack one,
+  with progress lines about `what` (default: the chunk name).
 
   Returns how many chunks it computed (the others were done by an earlier run).
   """
   directory = pathlib.Path(directory)
   directory.mkdir(parents=True, exist_ok=True)
-  computed = 0
-  for chunk in range(process_index, num_chunks, process_count):
+  mine = range(process_index, num_chunks, process_count)
+  todo = [chunk for chunk in mine if not chunk_path(directory, name, chunk).is_file()]
+  resumed = f' ({len(mine) - len(todo)} chunks done by an earlier run)' if len(todo) < len(mine) else ''
+  for chunk in progress.track(todo, f'{what or name}{resumed}'):
     path = chunk_path(directory, name, chunk)
-    if path.is_file():
-      continue
     partial = path.with_name(f'{path.stem}.partial.npz')
     np.savez(partial, **compute(chunk))
     partial.rename(path)
-    computed += 1
-  return computed
+  return len(todo)
 
 
 def read_chunks(directory: str | pathlib.Path, name: str, num_chunks: int, key: str) -> np.ndarray:

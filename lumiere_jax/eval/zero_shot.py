@@ -80,7 +80,8 @@ def reference_statistics(clips: list[ucf101.Clip], *, frames: int, fps: float, f
     num_chunks = -(-len(clips) // REAL_CHUNK)
     protocol.run_chunks(directory, 'i3d', num_chunks, lambda c: {'features': _features_of_clips(
         clips[c * REAL_CHUNK:(c + 1) * REAL_CHUNK], frames, features)},
-                        process_index=jax.process_index(), process_count=jax.process_count())
+                        process_index=jax.process_index(), process_count=jax.process_count(),
+                        what=f'I3D features of {len(clips)} real clips (cached for later runs)')
     _barrier('ucf101-real-features')
     if jax.process_index() == 0:
       i3d.save_reference_stats(path, protocol.read_chunks(directory, 'i3d', num_chunks, 'features'), frames=frames,
@@ -137,12 +138,16 @@ def evaluate(config, models: Models, *, ucf101_root, videos_dir, model_record: d
     return compute
 
   with _timed(seconds, 'generate'):
-    generated_now = protocol.run_chunks(videos_dir, 'videos', plan.num_chunks, generate_chunk, **process)
+    generated_now = protocol.run_chunks(videos_dir, 'videos', plan.num_chunks, generate_chunk, **process,
+                                        what=f'generating {len(plan.labels)} videos, {config.chunk_size} per chunk '
+                                             '(the first chunk compiles the sampler)')
   with _timed(seconds, 'generated_features'):
-    protocol.run_chunks(videos_dir, 'i3d', plan.num_chunks, of_videos(models.features), **process)
+    protocol.run_chunks(videos_dir, 'i3d', plan.num_chunks, of_videos(models.features), **process,
+                        what='I3D features of the generated videos')
   if models.probabilities is not None:
     with _timed(seconds, 'generated_c3d'):
-      protocol.run_chunks(videos_dir, 'c3d', plan.num_chunks, of_videos(models.probabilities), **process)
+      protocol.run_chunks(videos_dir, 'c3d', plan.num_chunks, of_videos(models.probabilities), **process,
+                          what='C3D class probabilities of the generated videos')
   _barrier('ucf101-generated')
   with _timed(seconds, 'real_features'):
     reference, stats_path = reference_statistics(clips, frames=config.frames, fps=config.real_fps,

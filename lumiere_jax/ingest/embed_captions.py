@@ -16,7 +16,7 @@ from jax.sharding import NamedSharding, PartitionSpec as P
 import numpy as np
 from flax import nnx
 
-from lumiere_jax import models
+from lumiere_jax import models, progress
 from lumiere_jax.data import records, tokenizers
 from lumiere_jax.models import params as params_lib
 
@@ -44,7 +44,7 @@ def embed_captions(config, in_glob: str, out_dir: str | os.PathLike, *, batch_si
   encode = _jit_encoder(config, params, devices)
   tokenizer = tokenizers.build_tokenizer(config.text)
   written = []
-  for path in paths:
+  for path in progress.track(paths, f'embedding the captions of {len(paths)} shards'):
     reader = records.array_record_module.ArrayRecordReader(str(path))
     try:
       with records.atomic_shard(out_dir / path.name) as writer:

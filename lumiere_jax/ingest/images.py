@@ -157,10 +157,8 @@ def prepare_images(options: ImageOptions, out: str | os.PathLike, *, workers: in
     todo = [(name, shards[name]) for name, marker in markers.items() if marker is None]
     log(f'{len(inputs)} inputs: {len(usable)} images to read, {len(skipped)} inputs skipped; writing {len(todo)} of '
         f'{num_shards} shards')
-    for count, ((name, _), marker) in enumerate(zip(todo, parallel_map(
-        functools.partial(_write_task, out=str(out), options=options), todo)), 1):
-      markers[name] = marker
-      log(f'shard {count}/{len(todo)} written: {name} ({marker["records"]} images)')
+    prepare.collect_markers(todo, parallel_map(functools.partial(_write_task, out=str(out), options=options), todo),
+                            markers, log=log, unit='images')
     manifest = prepare._manifest(len(inputs), skipped, markers, options)
     if not manifest['counts']['clips_written']:
       prepare._unpin(out, shards)

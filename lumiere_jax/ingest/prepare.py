@@ -18,7 +18,7 @@ that writes a clip; a rerun with other options is refused (a run that wrote no c
 """
 
 import collections
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -32,6 +32,7 @@ import os
 import pathlib
 import re
 
+from lumiere_jax import progress
 from lumiere_jax.data import records
 from lumiere_jax.ingest import clips as clips_lib, inputs as inputs_lib
 from lumiere_jax.ingest.clips import Clip
@@ -74,7 +75,8 @@ def prepare(options: Options, out: str | os.PathLike, *, workers: int | None = N
     inputs = inputs_lib.collect_inputs(videos=options.videos, captions=options.captions, manifest=options.manifest)
     clips, skipped = [], []
     plans = parallel_map(functools.partial(clips_lib.plan_input, options=options), inputs, chunksize=8)
-    for item, (planned, reason) in zip(inputs, plans):
+    for item, (planned, reason) in progress.track(zip(inputs, plans), 'planning: reading the inputs\' headers',
+                                                  total=len(inputs), log=log):
       clips += planned
       skipped += [item.report(reason)] if reason else []
     if num_shards is None:
@@ -89,16 +91,23 @@ def prepare(options: Options, out: str | os.PathLike, *, workers: int | None = N
     todo = [(name, shards[name]) for name, marker in markers.items() if marker is None]
     log(f'{len(inputs)} inputs: {len(clips)} clips planned, {len(skipped)} inputs skipped; writing {len(todo)} of '
         f'{num_shards} shards')
-    written = parallel_map(functools.partial(_write_task, out=str(out), options=options), todo)
-    for count, ((name, _), marker) in enumerate(zip(todo, written), 1):
-      markers[name] = marker
-      log(f'shard {count}/{len(todo)} written: {name} ({marker["records"]} clips)')
+    collect_markers(todo, parallel_map(functools.partial(_write_task, out=str(out), options=options), todo), markers,
+                    log=log, unit='clips')
     manifest = _manifest(len(inputs), skipped, markers, options)
     if not manifest['counts']['clips_written']:
       _unpin(out, shards)
       manifest['shards'] = []
     _write_json(out / MANIFEST, manifest)
   return manifest
+
+
+def collect_markers(todo: list, written: Iterable[dict], markers: dict, *, log: Callable[[str], None],
+                    unit: str) -> None:
+  """Puts the marker of each shard of `todo` into `markers` as `written` yields it (in order), with progress lines."""
+  shards = progress.Progress(len(todo), 'writing shards', log=log)
+  for (name, _), marker in zip(todo, written):
+    markers[name] = marker
+    shards.advance(note=f'(last: {name}, {marker["records"]} {unit})')
 
 
 def shard_of(key: str, num_shards: int) -> int:

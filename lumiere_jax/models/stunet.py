@@ -8,6 +8,10 @@ the duplicated frames (polyphase: 4 products at the input length instead of 3 at
 self-attention takes the pixel axes as batch dimensions of its matmuls (cuDNN's kernel keeps the folded layout).
 Both give the same numbers; 'auto' picks the measured winner per platform and op (`TEMPORAL_LAYOUT_BY_PLATFORM`).
 
+Under a mesh with a `context` axis (context parallelism, `config.mesh.context`) every temporal op constrains its
+video view's frame axis to that axis (`shard_frames`): XLA then partitions each temporal conv with a one-frame halo
+exchange between neighbouring devices, and the per-frame spatial layers in between need no communication.
+
 Initialisation makes the inflated model start as the T2I model: resampling convs pass frames through (identity
 centre tap), and the inflation and attention blocks end in zero-initialised projections, so they start as the
 identity.
@@ -18,8 +22,12 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from lumiere_jax.models import layers
+
+# The mesh axis (`lumiere_jax.parallel.mesh`) that splits one clip's frames over devices.
+CONTEXT_AXIS = 'context'
 
 
 def temporal_downsample_factor(model_config) -> int:
@@ -48,13 +56,27 @@ def resolve_layout(layout: str, op: str = 'conv') -> str:
   return layout
 
 
+def shard_frames(video: jax.Array) -> jax.Array:
+  """video (B, T, ...) with its frames split over the `context` axis of the mesh it is traced under (`jax.set_mesh`,
+  `jax.sharding.use_abstract_mesh`), when that axis exists, is > 1 and divides T; otherwise unchanged.
+
+  Only the frame axis is constrained; the others keep what the compiler propagates (the batch over the data axes).
+  """
+  mesh = jax.sharding.get_abstract_mesh()
+  size = 1 if mesh.empty else mesh.shape.get(CONTEXT_AXIS, 1)
+  if size == 1 or video.shape[1] % size:
+    return video
+  free = P.UNCONSTRAINED
+  return jax.lax.with_sharding_constraint(video, P(free, CONTEXT_AXIS, *(free,) * (video.ndim - 2)))
+
+
 def over_time(fn: Callable[[jax.Array], jax.Array], x: jax.Array, frames: int) -> jax.Array:
   """Applies `fn` on (B*H*W, T, C) to x in the spatial layout (B*T, H, W, C); `fn` may change T and C."""
   n, height, width, c = x.shape
   batch = n // frames
-  y = x.reshape(batch, frames, height, width, c).transpose(0, 2, 3, 1, 4).reshape(-1, frames, c)
+  y = shard_frames(x.reshape(batch, frames, height, width, c)).transpose(0, 2, 3, 1, 4).reshape(-1, frames, c)
   y = fn(y)
-  y = y.reshape(batch, height, width, *y.shape[1:]).transpose(0, 3, 1, 2, 4)
+  y = shard_frames(y.reshape(batch, height, width, *y.shape[1:]).transpose(0, 3, 1, 2, 4))
   return y.reshape(-1, height, width, y.shape[-1])
 
 
@@ -99,7 +121,7 @@ def shifted_upsample(conv: nnx.Conv, video: jax.Array) -> jax.Array:
 
 def in_video_layout(fn: Callable[[jax.Array], jax.Array], x: jax.Array, frames: int) -> jax.Array:
   """Applies `fn` on (B, T, H, W, C) to x in the spatial layout (B*T, H, W, C): reshapes only, no data movement."""
-  y = fn(x.reshape(-1, frames, *x.shape[1:]))
+  y = shard_frames(fn(shard_frames(x.reshape(-1, frames, *x.shape[1:]))))
   return y.reshape(-1, *y.shape[2:])
 
 

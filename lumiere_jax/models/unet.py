@@ -128,7 +128,8 @@ class UNet(nnx.Module):
   concatenated to the noisy input (super-resolution: the upsampled low-res clip; the conditional stage: the masked
   video and its mask); with `model.cond_noise_level` its noise-augmentation log-SNR (B,) is embedded like the
   denoising noise level and added to the conditioning vector. How it runs (attention kernel, temporal layout, remat
-  per level) is `layers.Execution.from_model_config(model_config)`.
+  per level) is `layers.Execution.from_model_config(model_config)`; traced under a mesh with a `context` axis, the
+  clip's frames are split over it (`stunet.shard_frames`).
   """
 
   def __init__(self, model_config, text_features: int, *, inflate: bool, rngs: nnx.Rngs):
@@ -218,7 +219,7 @@ class UNet(nnx.Module):
                rngs: nnx.Rngs | None = None) -> jax.Array:
     batch, frames, height, width, _ = x.shape
     self._check_shape(frames, height, width)
-    x = self._with_conditioning(x, conditioning)
+    x = stunet.shard_frames(self._with_conditioning(x, conditioning))
     text_mask = text_mask.astype(bool)
     counts = jnp.maximum(text_mask.sum(axis=1, keepdims=True), 1)
     pooled = jnp.where(text_mask[..., None], text, 0).astype(jnp.float32).sum(axis=1) / counts
@@ -245,4 +246,4 @@ class UNet(nnx.Module):
         h = layer(jnp.concatenate([h, skips.pop()], axis=-1), cond)
       h, cond = level.resample(h, cond)
     h = self.conv_out(nnx.silu(self.norm_out(h)))
-    return h.reshape(batch, frames, height, width, -1).astype(jnp.float32)
+    return stunet.shard_frames(h.reshape(batch, frames, height, width, -1)).astype(jnp.float32)

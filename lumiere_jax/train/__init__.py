@@ -23,6 +23,27 @@ def config_errors(config):
       ('max_nonfinite_in_a_row', t.max_nonfinite_in_a_row >= 1, 'must be >= 1'),
   ]
   yield from ((f'train.{field}', f'{t[field]!r} {problem}') for field, ok, problem in checks if not ok)
+  try:
+    profile_range(t)
+  except ValueError as e:
+    yield 'train.profile_steps', str(e)
+
+
+def profile_range(train_config) -> tuple[int, int] | None:
+  """Steps [a, b) of `train.profile_steps='a,b'` to trace with jax.profiler (the steps taking the state from step a
+  to step b), None when '' (off); ValueError saying what is wrong with the text."""
+  text = train_config.profile_steps
+  if not text.strip():
+    return None
+  try:
+    first, end = (int(part) for part in text.split(','))
+  except ValueError:
+    raise ValueError(f"{text!r} is not 'a,b' (two step numbers, e.g. '10,15')") from None
+  if not 0 <= first < end:
+    raise ValueError(f'{text!r}: the steps a,b need 0 <= a < b')
+  if end > train_config.steps:
+    raise ValueError(f'{text!r}: b={end} is past train.steps={train_config.steps}')
+  return first, end
 
 
 def intervals(train_config) -> tuple[int, int, int]:

@@ -17,7 +17,7 @@ import numpy as np
 
 from lumiere_jax import stages, validation
 from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
-from lumiere_jax.train import metrics, state as state_lib, step as step_lib
+from lumiere_jax.train import flops as flops_lib, state as state_lib, step as step_lib
 
 _GIB = 2 ** 30
 
@@ -118,7 +118,7 @@ def compile_report(config, devices) -> dict:
   peak = (memory.argument_size_in_bytes + memory.output_size_in_bytes - memory.alias_size_in_bytes +
           memory.temp_size_in_bytes + memory.generated_code_size_in_bytes)
   return dict(report, bytes_per_device=peak, argument_bytes=memory.argument_size_in_bytes,
-              temp_bytes=memory.temp_size_in_bytes, flops_per_device=metrics.compiled_flops(compiled))
+              temp_bytes=memory.temp_size_in_bytes, flops_per_device=flops_lib.compiled_flops(compiled))
 
 
 def describe(name: str, topology: Topology, report: dict) -> str:

@@ -1,13 +1,15 @@
 """The linear training main behind `lumiere-train` (CLI: cli/train.py).
 
 Sections: config -> mesh -> input -> model and shardings -> state (fresh, from a t2i checkpoint, or resumed) ->
-compiled step -> loop (metrics, checkpoints, samples, SIGTERM, non-finite steps) -> final checkpoint and samples.
+compiled step (and its FLOP counts) -> loop (metrics with steps/s, TFLOP/s and MFU over the time spent in steps,
+checkpoints, samples, SIGTERM, non-finite steps, the `train.profile_steps` trace) -> final checkpoint and samples.
 Rerunning the same command on the same workdir resumes exactly where the last committed checkpoint left off; a step
 that fails to restore (corrupted files) is set aside with a warning and the one before it is used. SIGTERM is handled
 from the first line to the last save's commit: before the first step it stops with nothing saved, later it saves the
 step reached (the data position just after that step's batch) and returns; either way the CLI exits 0.
 """
 
+import contextlib
 import dataclasses
 import functools
 import pathlib
@@ -21,8 +23,9 @@ from jax.experimental import multihost_utils
 from lumiere_jax import inference, stages, train as train_lib, validation
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import pipeline
-from lumiere_jax.parallel import distributed, mesh as mesh_lib, sharding as sharding_lib
-from lumiere_jax.train import checkpoint, metrics as metrics_lib, periodic, state as state_lib, step as step_lib
+from lumiere_jax.parallel import chips, distributed, mesh as mesh_lib, sharding as sharding_lib
+from lumiere_jax.train import checkpoint, flops as flops_lib, metrics as metrics_lib, periodic, profile
+from lumiere_jax.train import state as state_lib
 
 
 @dataclasses.dataclass
@@ -179,23 +182,42 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
     start = 0
   check_setup('the restore' if restored is not None else 'the initialisation')
 
-  # --- Step: compiled ahead of the loop, for its FLOP count; the batch it was lowered with is the first step's.
-  first_batch = sharding_lib.global_batch(next(data_iterator), mesh)
-  writer.text('compiling the train step (the persistent compile cache makes reruns fast)...')
-  compiled = step_lib.jit_train_step(setup).lower(state, first_batch).compile()
-  check_setup('the compile')
-  distributed.barrier('lumiere_jax:train_step_compiled')  # processes compile at different speeds
-  flops = metrics_lib.compiled_flops(compiled)
-  writer.text(f'train step: {flops / 1e9:.2f} GFLOPs per step (XLA cost analysis)')
-  sampler = sample_lib.make_sampler(setup.spec, config)
-  fvd = periodic.TrainingFVD(config, setup.spec, sampler) if config.eval.fvd_every_steps else None
+  # --- Step: compiled ahead of the loop, for its FLOP counts; the batch it was lowered with is the first step's. A
+  # run resumed at its last step has no step to run: it fetches no batch (the data position stays the saved one).
+  end = config.train.steps if until_step is None else min(until_step, config.train.steps)
+  first_batch = None
+  if start < end:
+    first_batch = sharding_lib.global_batch(next(data_iterator), mesh)
+    writer.text('compiling the train step (the persistent compile cache makes reruns fast)...')
+    compiled, flops = flops_lib.compile_train_step(setup, state, first_batch)
+    check_setup('the compile')
+    distributed.barrier('lumiere_jax:train_step_compiled')  # processes compile at different speeds
+    spec_peak = chips.spec_peak_flops(devices[0])
+    writer.text(f'train step (XLA cost analysis): {flops.compiled_per_device / 1e9:.2f} GFLOPs per device as '
+                f'compiled, {flops.model / 1e9:.2f} GFLOPs model FLOPs (no recomputation) on {flops.devices} devices; '
+                + (f'mfu over the {devices[0].device_kind} spec peak of {spec_peak / 1e12:.0f} TFLOP/s' if spec_peak
+                   else f'no spec peak known for {devices[0].device_kind}: mfu not logged'))
+  sampler = sample_lib.make_sampler(setup.spec, config, mesh=setup.mesh)
+  fvd = periodic.TrainingFVD(config, setup.spec, sampler, setup.mesh) if config.eval.fvd_every_steps else None
 
   # --- Loop. The next batch is fetched only once the step boundary has been passed (SIGTERM checked), so a save
   # always stores the data position right after the batch of the step it holds.
   nonfinite = _NonfiniteGuard(config.train, writer)
+  trace = profile.StepTrace(config.train, metrics_lib.tensorboard_dir(workdir))
   step, batch, pending = start, first_batch, []
-  last_log, data_wait = time.monotonic(), 0.0
-  end = config.train.steps if until_step is None else min(until_step, config.train.steps)
+  last_log, data_wait, paused_s = time.monotonic(), 0.0, 0.0
+
+  @contextlib.contextmanager
+  def pause():
+    """A block that is no training step (a save, samples, FVD, the profiler starting or stopping): left out of
+    steps/s (`paused_s` since the last log line) and of the ETA. The steps dispatched before it finish first."""
+    nonlocal paused_s
+    jax.block_until_ready(state)
+    pause_start = time.monotonic()
+    with writer.paused():
+      yield
+    paused_s += time.monotonic() - pause_start
+
   _, log_every, checkpoint_every = train_lib.intervals(config.train)
   writer.start_clock(start)
   try:
@@ -205,34 +227,48 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
         fetch_start = time.monotonic()
         batch = sharding_lib.global_batch(next(data_iterator), mesh)
         data_wait += time.monotonic() - fetch_start
+      if trace.starts_before(step):
+        with pause():
+          trace.start()
       state, step_metrics = compiled(state, batch)
       batch = None
       pending.append(step_metrics)
       step += 1
+      if trace.ends_after(step):
+        with pause():
+          trace.stop()
       nonfinite.add(step, step_metrics)
       nonfinite.check(pending=1)
       if step % log_every == 0 or step == end:
         nonfinite.check()
         now = time.monotonic()
         scalars = {k: float(np.mean([jax.device_get(m[k]) for m in pending])) for k in pending[0]}
-        scalars.update(steps_per_s=len(pending) / (now - last_log), data_wait=data_wait / (now - last_log),
-                       tflops_per_s=flops * len(pending) / (now - last_log) / 1e12,
+        training_s = max(now - last_log - paused_s, 1e-9)
+        steps_per_s = len(pending) / training_s
+        scalars.update(steps_per_s=steps_per_s, data_wait=data_wait / training_s,
+                       **flops.rates(steps_per_s, spec_peak),
                        records_bad=data_iterator.stats['records_bad'], nonfinite_steps=nonfinite.total)
         writer.write(step, scalars)
-        pending, last_log, data_wait = [], now, 0.0
-      with writer.paused():
-        if step % checkpoint_every == 0:
-          nonfinite.check()
-          checkpointer.save(step, state, data_iterator, config)
-        if config.sample.every_steps and step % config.sample.every_steps == 0:
-          _write_samples(setup, state, config, workdir, step, sampler, writer)
-        if fvd is not None and step % config.eval.fvd_every_steps == 0:
-          writer.write(step, {'fvd': fvd(state_lib.inference_params(state))})
+        pending, last_log, data_wait, paused_s = [], now, 0.0, 0.0
+      save_now = step % checkpoint_every == 0
+      sample_now = config.sample.every_steps and step % config.sample.every_steps == 0
+      fvd_now = fvd is not None and step % config.eval.fvd_every_steps == 0
+      if save_now or sample_now or fvd_now:
+        with pause():
+          if save_now:
+            nonfinite.check()
+            checkpointer.save(step, state, data_iterator, config)
+          if sample_now:
+            _write_samples(setup, state, config, workdir, step, sampler, writer)
+          if fvd_now:
+            writer.write(step, {'fvd': fvd(state_lib.inference_params(state))})
     nonfinite.check()
   except NonfiniteError:
     checkpointer.close()  # finishes the saves already under way; nothing newer is written
     writer.close()
     raise
+  finally:
+    trace.stop()
   if step == start and preemption.requested:  # several processes: the first boundary stopped them all
     check_setup('the set-up')
 
@@ -255,7 +291,9 @@ def _write_samples(setup, state, config, workdir, step, sampler, writer):
   prompts = list(config.sample.prompts)
   writer.text(f'sampling {len(prompts)} prompts x {config.sample.steps} {config.sample.sampler} steps '
               f'(config.sample.prompts / steps)...')
-  videos = sample_lib.generate(setup.spec, state_lib.inference_params(state), config, prompts, sampler=sampler)
+  videos = sample_lib.generate(setup.spec, state_lib.inference_params(state), config, prompts, sampler=sampler,
+                               mesh=setup.mesh)
   if jax.process_index() == 0:
     paths = sample_lib.write_samples(videos, prompts, workdir / 'samples' / f'step_{step:07d}', config.sample.fps)
+    writer.write_samples(step, videos, prompts, config.sample.fps)
     writer.text(f'samples at step {step}: {paths[0].parent}')

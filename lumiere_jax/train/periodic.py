@@ -2,13 +2,15 @@
 
 The prompts follow configs/eval_ucf101.py at N = `eval.fvd_num_videos` (chunks of `train.batch_size`, seeds from
 `config.seed`), so successive evaluations of one run see the same prompts and noise; frames are the protocol's first
-16, or all the model makes if fewer. The real statistics (UCF101's train split) are computed once and cached.
+16, or all the model makes if fewer. The real statistics (UCF101's train split) are computed once and cached. Each
+chunk is split over the training mesh's data-parallel devices (`sampler` from `sample.make_sampler` with that mesh),
+the I3D features over each process's own.
 """
 
 import jax
 import numpy as np
 
-from lumiere_jax import config as config_lib
+from lumiere_jax import config as config_lib, progress
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.eval import i3d, zero_shot
 
@@ -16,7 +18,7 @@ from lumiere_jax.eval import i3d, zero_shot
 class TrainingFVD:
   """`fvd(params) -> float`: FVD of the videos the inference parameters generate, against UCF101."""
 
-  def __init__(self, config, spec, sampler):
+  def __init__(self, config, spec, sampler, mesh: jax.sharding.Mesh):
     protocol_config = config_lib.load(f'n={config.eval.fvd_num_videos},real=train',
                                       config_lib.EVAL_CONFIG_FILE)
     protocol_config.chunk_size, protocol_config.seed = config.train.batch_size, config.seed
@@ -26,11 +28,12 @@ class TrainingFVD:
     self.reference, _ = zero_shot.reference_statistics(clips, frames=self.frames, fps=protocol_config.real_fps,
                                                        features=self.features, directory=zero_shot.cache_dir())
     self._generate = lambda params, prompts, seed: sample_lib.generate(spec, params, config, prompts, seed=seed,
-                                                                       sampler=sampler)
+                                                                       sampler=sampler, mesh=mesh)
 
   def __call__(self, params) -> float:
     features = []
-    for chunk in range(self.plan.num_chunks):
+    for chunk in progress.track(range(self.plan.num_chunks), f'FVD: generating {len(self.plan.labels)} videos and '
+                                'their I3D features, chunk by chunk'):
       count = len(self.plan.chunk_labels(chunk))
       videos = self._generate(params, self.plan.chunk_prompts(chunk), self.plan.chunk_seed(chunk))[:count]
       features.append(self.features(videos[:, :self.frames]))

@@ -8,7 +8,6 @@ inside the jitted step) but still advances `step`, so the next step draws new no
 (1 on such a step) lets the loop count and stop (train/main.py, `train.nonfinite`).
 """
 
-import functools
 import re
 
 import jax
@@ -108,6 +107,10 @@ def jit_train_step(setup: TrainSetup):
   """`train_step` under jax.jit with explicit in/out shardings; the incoming state is donated."""
   state_shardings = setup.state_shardings()
   replicated = sharding_lib.replicated(setup.mesh)
-  return jax.jit(functools.partial(train_step, setup),
-                 in_shardings=(state_shardings, sharding_lib.batch_sharding(setup.mesh)),
+
+  def step(state, batch):
+    with jax.sharding.use_abstract_mesh(setup.mesh.abstract_mesh):  # the model splits frames over `context`
+      return train_step(setup, state, batch)
+
+  return jax.jit(step, in_shardings=(state_shardings, sharding_lib.batch_sharding(setup.mesh)),
                  out_shardings=(state_shardings, replicated), donate_argnums=0)
