@@ -35,7 +35,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
   c.real_fps = 25.0  # UCF101's frame rate, recorded with the statistics; real clips are not resampled
   c.prompts = str(pathlib.Path(__file__).resolve().parent / 'ucf101_prompts.json')  # {class name: prompt}, ours
   c.seed = 0  # shuffles the video order; chunk c is sampled with seed + c
-  # Videos per generate call and per saved chunk; a multiple of each process's device count.
+  # Videos per generate call and per saved chunk; padded to a multiple of each process's device count (a multiple
+  # wastes none).
   c.chunk_size = 8 if tiny else 16
   c.is_splits = 2 if tiny else 10  # Inception Score splits (TGANv2 convention)
   c.reference_dir = ''  # cache of the real statistics; '' = $LUMIERE_DATA_DIR or ~/.cache/lumiere_jax

@@ -165,7 +165,7 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   if not prompts:
     raise ValueError('no prompts to sample')
   count = len(prompts)
-  padded = list(prompts) + [prompts[-1]] * (-count % (mesh_lib.data_parallel_size(mesh) if mesh else 1))
+  padded = list(prompts) + [prompts[-1]] * (-count % (1 if mesh is None else mesh_lib.data_parallel_size(mesh)))
   tokens, mask = tokenizers.build_tokenizer(config.text).encode(padded)
   sampler = sampler or make_sampler(spec, config, strength, mesh)
   per_prompt = lambda x: np.broadcast_to(np.asarray(x), (len(padded), *np.shape(x)))  # noqa: E731
@@ -190,7 +190,7 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   place = functools.partial(_place, sharding=batch)
   args = (place(tokens), place(mask), _place(jax.random.PRNGKey(seed), replicated), *map(place, args))
   kwargs = jax.tree.map(place, kwargs)
-  device = jax.local_devices()[0] if mesh is None else mesh.devices.flat[0]
+  device = (jax.local_devices() if mesh is None else mesh.local_devices)[0]
   check_memory(sampler.lower(params, *args, **kwargs).compile(), device, count, len(padded))
   videos = sampler(params, *args, **kwargs)
   videos = jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8)

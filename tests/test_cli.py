@@ -39,7 +39,7 @@ def test_train_then_sample_writes_a_decodable_clip(tmp_path):
   train = subprocess.run(_train_command(tmp_path / 'run', '--config.train.steps=2'), cwd=ROOT,
                          env=_env(tmp_path / 'data'), capture_output=True, text=True, timeout=600)
   assert train.returncode == 0, train.stderr[-3000:]
-  assert 'GFLOPs per step' in train.stdout and 'loss=' in train.stdout
+  assert 'GFLOPs per device as compiled' in train.stdout and 'loss=' in train.stdout
   assert checkpoint.resolve(tmp_path / 'run')[1] == 2
   assert list((tmp_path / 'run' / 'tensorboard').glob('events.out.tfevents.*'))
 

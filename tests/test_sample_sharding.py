@@ -73,7 +73,7 @@ def test_a_batch_over_the_device_memory_is_refused_before_sampling(base, mesh, m
     sample_lib.generate(spec, placed, config, PROMPTS, sampler=sampler, mesh=mesh)
   monkeypatch.setattr(sample_lib, 'device_memory_limit', lambda device: needed)
   compiled = sampler.lower(placed, tokens, tokens.astype(bool), jax.random.PRNGKey(0)).compile()
-  sample_lib.check_memory(compiled, mesh.devices.flat[0], 3, 8)  # exactly the limit fits
+  sample_lib.check_memory(compiled, mesh.local_devices[0], 3, 8)  # exactly the limit fits
 
 
 def test_cpu_reports_no_memory_limit():
