@@ -191,8 +191,9 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   args = (place(tokens), place(mask), _place(jax.random.PRNGKey(seed), replicated), *map(place, args))
   kwargs = jax.tree.map(place, kwargs)
   device = (jax.local_devices() if mesh is None else mesh.local_devices)[0]
-  check_memory(sampler.lower(params, *args, **kwargs).compile(), device, count, len(padded))
-  videos = sampler(params, *args, **kwargs)
+  compiled = sampler.lower(params, *args, **kwargs).compile()  # compiled once per call, for its memory figures too
+  check_memory(compiled, device, count, len(padded))
+  videos = compiled(params, *args, **kwargs)
   videos = jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
   return (np.asarray(videos) if videos.is_fully_addressable else
           multihost_utils.process_allgather(videos, tiled=True))[:count]
