@@ -33,11 +33,16 @@ def sdedit(sample_from: Callable[[jax.Array, float], jax.Array], video: jax.Arra
     raise ValueError(f'strength={strength} must be in [0, 1]')
   if strength == 0:
     return video
+  return sample_from(noised(video, noise, schedule=schedule, strength=strength), strength)
+
+
+def noised(video: jax.Array, noise: jax.Array, *, schedule, strength: float) -> jax.Array:
+  """Where SDEdit's walk starts: `video` noised to time `strength` of the forward process (at 1: `noise` itself)."""
   if strength == 1:
-    return sample_from(noise, 1.0)
+    return noise
   logsnr = jnp.full((video.shape[0],), schedule.logsnr(strength), jnp.float32)
   alpha, sigma = schedules.alpha_sigma(losses.broadcast_batch(logsnr, video))
-  return sample_from(alpha * video + sigma * noise, strength)
+  return alpha * video + sigma * noise
 
 
 def interpolate_spatial(original: Mapping[str, jax.Array], style: Mapping[str, jax.Array],

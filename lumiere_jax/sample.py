@@ -1,5 +1,9 @@
 """Text-to-video sampling: a jitted sampler over flat parameters, and MP4/GIF output (CLI: cli/sample.py).
 
+The sampler runs in three compiled parts (start, one denoising step called once per step, finish), so that
+`generate` prints progress lines over the steps without a host callback inside the compiled walk (which would keep
+it out of the persistent compile cache); compilations are kept per argument shapes.
+
 Classifier-free guidance pairs each caption with the empty caption (zero embeddings, empty mask: what text dropout
 trains). The sampler, steps, guidance and thresholding come from the run's `config.sample`, overridable by flags.
 
@@ -22,13 +26,14 @@ one, and names the batch size to lower instead of running out of memory.
 import functools
 import pathlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import jax
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 
-from lumiere_jax import conditional, editing, stages
+from lumiere_jax import conditional, editing, progress, stages
 from lumiere_jax.data import synthetic, tokenizers, transforms, video
 from lumiere_jax.diffusion import guidance, losses, multidiffusion, parameterization, samplers, schedules, superres
 from lumiere_jax.models.params import ModelSpec
@@ -70,55 +75,117 @@ def _superres_context(config, lowres, rng, schedule) -> dict:
   return dict(conditioning=noised, conditioning_level=schedule.model_input(times))
 
 
-def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None):
-  """A jitted `(params, tokens, token_mask, rng[, lowres][, given=, edit=]) -> videos float32 (N, T, H, W, C) in
-  [-1, 1]`.
+class Compiled(NamedTuple):
+  """The sampler's three parts compiled for one set of argument shapes and layouts (`Sampler.compile`); no step for
+  an edit at strength 0, which takes none."""
+  start: jax.stages.Compiled
+  step: jax.stages.Compiled | None
+  finish: jax.stages.Compiled
 
-  SR models take `lowres` float (N, T, H / sr.factor, W / sr.factor, 3) in [-1, 1] (check it with `check_lowres`).
-  The conditional stage takes `given` = (clip float (N, T, H, W, 3) in [-1, 1], mask (N, T, H, W, 1), 1 = given):
-  its conditioning input, and the output keeps the given pixels (`conditional.keep_given`). `edit` (N, T, H, W, 3)
-  in [-1, 1] is a clip to edit by SDEdit at `strength` (`editing.sdedit`) instead of sampling from noise. With
-  `mesh` (where the parameters lie), the batch (inputs, noise, output) and the SSR's MultiDiffusion windows are split
-  over its data-parallel devices when they divide evenly (`generate` pads the batch so that they do).
+
+class Sampler:
+  """`sampler(params, tokens, token_mask, rng[, lowres][, given=, edit=]) -> videos float32 (N, T, H, W, C) in
+  [-1, 1]`, in three jitted parts so that progress can be reported between denoising steps.
+
+  `start` encodes the captions, builds the conditioning and draws the starting noise; `step` takes denoising step i
+  (one compilation serves every i); `finish` keeps the given pixels. SR models take `lowres` float (N, T, H /
+  sr.factor, W / sr.factor, 3) in [-1, 1] (check it with `check_lowres`). The conditional stage takes `given` = (clip
+  float (N, T, H, W, 3) in [-1, 1], mask (N, T, H, W, 1), 1 = given): its conditioning input, and the output keeps
+  the given pixels (`conditional.keep_given`). `edit` (N, T, H, W, 3) in [-1, 1] is a clip to edit by SDEdit at
+  `strength` (`editing.sdedit`) instead of sampling from noise. With `mesh` (where the parameters lie), the batch
+  (inputs, noise, output) and the SSR's MultiDiffusion windows are split over its data-parallel devices when they
+  divide evenly (`generate` pads the batch so that they do).
   """
-  s = config.sample
-  schedule = schedules.from_config(config.diffusion)
-  param = parameterization.Parameterization.from_config(config.diffusion)
-  stage = stages.of(config)
-  superresolution = stage.conditioning_of(config) == stages.SUPERRES
 
-  def sample(params, tokens, token_mask, rng, lowres=None, given=None, edit=None):
-    model = spec.merge(params)
-    split = _batch_constraint(mesh, tokens.shape[0])
+  def __init__(self, spec: ModelSpec, config, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None):
+    self.spec, self.config, self.strength, self.mesh = spec, config, strength, mesh
+    self.schedule = schedules.from_config(config.diffusion)
+    self.parameterization = parameterization.Parameterization.from_config(config.diffusion)
+    stage = stages.of(config)
+    self.superresolution = stage.conditioning_of(config) == stages.SUPERRES
+    self.windowed = stage.windowed
+    self._compiled = {}
+    self._start = jax.jit(self._start_fn, static_argnames='t_start')
+    self._step = jax.jit(self._step_fn, static_argnames='t_start')
+    self._finish = jax.jit(self._finish_fn)
+
+  def walk(self, edit) -> tuple[float, int]:
+    """(t_start, number of denoising steps): from noise, or from the edit's strength (no step at strength 0)."""
+    t_start = 1.0 if edit is None else self.strength
+    return t_start, self.config.sample.steps if t_start > 0 else 0
+
+  def _start_fn(self, params, tokens, token_mask, rng, lowres=None, given=None, edit=None, *, t_start):
+    """-> (z at t_start, the model's conditioning inputs, the steps' PRNG key)."""
+    model = self.spec.merge(params)
+    split = _batch_constraint(self.mesh, tokens.shape[0])
     tokens, token_mask, lowres, edit = (split(x) for x in (tokens, token_mask, lowres, edit))
-    given = None if given is None else tuple(split(x) for x in given)
     rng_noise, rng_steps, rng_condition = jax.random.split(rng, 3)
-    text_emb = model.encode_text(tokens, token_mask)
-    context = dict(text_emb=text_emb, text_mask=token_mask)
-    if superresolution:
-      context.update(_superres_context(config, lowres, rng_condition, schedule))
+    context = dict(text_emb=model.encode_text(tokens, token_mask), text_mask=token_mask)
+    if self.superresolution:
+      context.update(_superres_context(self.config, lowres, rng_condition, self.schedule))
     if given is not None:
-      context['conditioning'] = conditional.model_input(*given)
-    shape = (tokens.shape[0], *clip_shape(config, lowres.shape[1] if superresolution else None))
-    denoise_with_context = lambda z, level, context: model(z, level, **context)  # noqa: E731
-    if stage.windowed:
-      denoise_with_context = multidiffusion.windowed(
-          denoise_with_context, num_frames=shape[1], window=config.sr.window, overlap=config.sr.overlap,
-          frame_inputs={name: name == 'conditioning' for name in context},
-          window_sharding=_window_sharding(mesh, config, shape))
-    empty = dict(context, text_emb=jnp.zeros_like(text_emb), text_mask=jnp.zeros_like(token_mask))
-    denoise = guidance.classifier_free_guidance(denoise_with_context, context, empty, s.guidance,
-                                                learned_variance=param.learned_variance)
+      context['conditioning'] = split(conditional.model_input(*(split(x) for x in given)))
+    shape = (tokens.shape[0], *clip_shape(self.config, lowres.shape[1] if self.superresolution else None))
     noise = split(jax.random.normal(rng_noise, shape, jnp.float32))
-    walk = lambda z, t_start: samplers.sample(  # noqa: E731
-        denoise, z, schedule=schedule, steps=s.steps, sampler=s.sampler, eta=s.eta, rng=rng_steps,
-        dynamic_threshold=s.dynamic_threshold, t_start=t_start, parameterization=param,
-        dynamic_threshold_max=s.dynamic_threshold_max, spacing=s.timestep_spacing)
-    videos = walk(noise, 1.0) if edit is None else editing.sdedit(walk, edit, noise, schedule=schedule,
-                                                                  strength=strength)
-    return split(videos if given is None else conditional.keep_given(videos, *given))
+    z = noise if edit is None else editing.noised(edit, noise, schedule=self.schedule, strength=t_start)
+    return z, context, rng_steps
 
-  return jax.jit(sample)
+  def _step_fn(self, params, z, context, rng_steps, i, *, t_start):
+    """Denoising step i (traced) of the walk from t_start, with classifier-free guidance."""
+    s = self.config.sample
+    model = self.spec.merge(params)
+    denoise_with_context = lambda z, level, context: model(z, level, **context)  # noqa: E731
+    if self.windowed:
+      denoise_with_context = multidiffusion.windowed(
+          denoise_with_context, num_frames=z.shape[1], window=self.config.sr.window, overlap=self.config.sr.overlap,
+          frame_inputs={name: name == 'conditioning' for name in context},
+          window_sharding=_window_sharding(self.mesh, self.config, z.shape))
+    empty = dict(context, text_emb=jnp.zeros_like(context['text_emb']),
+                 text_mask=jnp.zeros_like(context['text_mask']))
+    denoise = guidance.classifier_free_guidance(denoise_with_context, context, empty, s.guidance,
+                                                learned_variance=self.parameterization.learned_variance)
+    step = samplers.stepper(
+        denoise, schedule=self.schedule, steps=s.steps, sampler=s.sampler, eta=s.eta, rng=rng_steps,
+        dynamic_threshold=s.dynamic_threshold, t_start=t_start, parameterization=self.parameterization,
+        dynamic_threshold_max=s.dynamic_threshold_max, spacing=s.timestep_spacing)
+    return _batch_constraint(self.mesh, z.shape[0])(step(i, z))
+
+  def _finish_fn(self, z, given=None):
+    """The walk's end as videos: the given pixels kept (the conditional stage)."""
+    videos = z if given is None else conditional.keep_given(z, *given)
+    return _batch_constraint(self.mesh, z.shape[0])(videos)
+
+  def compile(self, params, *args, **kwargs) -> Compiled:
+    """The three parts compiled for these arguments (as `__call__` takes them), cached per shapes and layouts."""
+    leaves, structure = jax.tree.flatten((params, args, kwargs))
+    key = structure, tuple((np.shape(x), getattr(x, 'dtype', type(x)), getattr(x, 'sharding', None)) for x in leaves)
+    if key not in self._compiled:
+      t_start, steps = self.walk(kwargs.get('edit'))
+      start = self._start.lower(params, *args, t_start=t_start, **kwargs).compile()
+      z, context, rng_steps = start.out_info
+      step_index = jax.ShapeDtypeStruct((), jnp.int32)
+      step = self._step.lower(params, z, context, rng_steps, step_index, t_start=t_start).compile() if steps else None
+      finish = self._finish.lower(z, kwargs.get('given')).compile()
+      self._compiled[key] = Compiled(start, step, finish)
+    return self._compiled[key]
+
+  def __call__(self, params, *args, progress_what: str | None = None, **kwargs) -> jax.Array:
+    """The videos; with `progress_what`, progress lines about it after the denoising steps (`progress.Progress`)."""
+    compiled = self.compile(params, *args, **kwargs)
+    z, context, rng_steps = compiled.start(params, *args, **kwargs)
+    steps = self.walk(kwargs.get('edit'))[1]
+    counter = progress.Progress(steps, progress_what, enabled=None if progress_what else False)
+    for i in range(steps):
+      z = compiled.step(params, z, context, rng_steps, np.int32(i))
+      if progress_what:
+        z.block_until_ready()  # the rate of steps done, not of steps dispatched
+      counter.advance()
+    return compiled.finish(z, kwargs.get('given'))
+
+
+def make_sampler(spec: ModelSpec, config, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None) -> Sampler:
+  """A `Sampler` of `config.sample`'s walk for the model of `spec` (see `Sampler`)."""
+  return Sampler(spec, config, strength, mesh)
 
 
 def _batch_sharding(mesh, batch_size: int) -> jax.sharding.NamedSharding | None:
@@ -129,9 +196,12 @@ def _batch_sharding(mesh, batch_size: int) -> jax.sharding.NamedSharding | None:
 
 
 def _batch_constraint(mesh, batch_size: int):
-  """`x -> x` constrained to `_batch_sharding` (unchanged where that is None, and None stays None)."""
-  sharding = _batch_sharding(mesh, batch_size)
-  return lambda x: x if sharding is None or x is None else jax.lax.with_sharding_constraint(x, sharding)
+  """`x -> x` constrained to `_batch_sharding`, or replicated over the mesh where that is None (None stays None; no
+  mesh: unchanged), so that each part of the sampler hands the next arrays on the mesh's devices."""
+  if mesh is None:
+    return lambda x: x
+  sharding = _batch_sharding(mesh, batch_size) or jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  return lambda x: x if x is None else jax.lax.with_sharding_constraint(x, sharding)
 
 
 def _window_sharding(mesh, config, shape):
@@ -151,8 +221,8 @@ def training_lowres(config, count: int, seed: int = 0) -> np.ndarray:
 
 def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int = 0, sampler=None,
              lowres: np.ndarray | None = None, given: tuple[np.ndarray, np.ndarray] | None = None,
-             edit: np.ndarray | None = None, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None
-             ) -> np.ndarray:
+             edit: np.ndarray | None = None, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None,
+             show_progress: bool = True) -> np.ndarray:
   """uint8 videos (N, T, H, W, C) for the prompts; pass `sampler` (from make_sampler) to reuse its compilation.
 
   An SR model upsamples `lowres`, uint8 (N, T, h, w, 3) (default: `training_lowres`). The conditional stage reads
@@ -160,7 +230,8 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   given, plain text-to-video; `conditional.read_inputs` makes it). `edit`, uint8 (T, H, W, 3), is edited by SDEdit
   at `strength` instead. `mesh` (where `params` lie; the sampler's, if given) splits the batch over its data-parallel
   devices, padded to a multiple of their count. ValueError before sampling when the compiled sampler needs more
-  memory than a device has (`check_memory`).
+  memory than a device has (`check_memory`). `show_progress` prints progress lines over the denoising steps (off
+  where the caller reports progress over many calls).
   """
   if not prompts:
     raise ValueError('no prompts to sample')
@@ -191,9 +262,9 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   args = (place(tokens), place(mask), _place(jax.random.PRNGKey(seed), replicated), *map(place, args))
   kwargs = jax.tree.map(place, kwargs)
   device = (jax.local_devices() if mesh is None else mesh.local_devices)[0]
-  compiled = sampler.lower(params, *args, **kwargs).compile()  # compiled once per call, for its memory figures too
-  check_memory(compiled, device, count, len(padded))
-  videos = compiled(params, *args, **kwargs)
+  check_memory(sampler.compile(params, *args, **kwargs), device, count, len(padded))
+  what = f'sampling {count} clip{"s" * (count > 1)}: denoising steps' if show_progress else None
+  videos = sampler(params, *args, progress_what=what, **kwargs)
   videos = jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
   return (np.asarray(videos) if videos.is_fully_addressable else
           multihost_utils.process_allgather(videos, tiled=True))[:count]
@@ -212,15 +283,26 @@ def device_memory_limit(device) -> int | None:
   return stats.get('bytes_limit') if stats else None
 
 
-def check_memory(compiled, device, count: int, padded: int) -> None:
-  """ValueError naming the batch and the figures when the compiled sampler's memory per device (temporaries,
-  arguments, outputs; XLA's analysis) exceeds `device`'s limit: a clear error instead of running out of memory."""
-  analysis = compiled.memory_analysis()
+def memory_needed(compiled: Compiled) -> dict[str, int] | None:
+  """Bytes per device of the sampler's largest part (temporaries, arguments, outputs; XLA's analysis), or None where
+  the backend reports none."""
+  figures = []
+  for part in filter(None, compiled):
+    analysis = part.memory_analysis()
+    if analysis is None:
+      return None
+    figures.append({'temporaries': analysis.temp_size_in_bytes, 'arguments': analysis.argument_size_in_bytes,
+                    'outputs': analysis.output_size_in_bytes})
+  return max(figures, key=lambda f: sum(f.values()))
+
+
+def check_memory(compiled: Compiled, device, count: int, padded: int) -> None:
+  """ValueError naming the batch and the figures when a part of the compiled sampler needs more memory per device
+  (`memory_needed`) than `device`'s limit: a clear error instead of running out of memory."""
+  figures = memory_needed(compiled)
   limit = device_memory_limit(device)
-  if analysis is None or not limit:
+  if figures is None or not limit:
     return
-  figures = {'temporaries': analysis.temp_size_in_bytes, 'arguments': analysis.argument_size_in_bytes,
-             'outputs': analysis.output_size_in_bytes}
   needed = sum(figures.values())
   if needed > limit:
     gib = lambda n: f'{n / 2**30:.2f} GiB'  # noqa: E731

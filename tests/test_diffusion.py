@@ -189,10 +189,15 @@ def test_sampler_matches_numpy_reference(sampler, eta, threshold):
   steps, rng = 4, jax.random.key(7)
   noise = jax.random.normal(jax.random.key(8), VIDEO_SHAPE)
   step_noise = [np.asarray(jax.random.normal(jax.random.fold_in(rng, i), VIDEO_SHAPE)) for i in range(steps)]
-  got = samplers.sample(lambda z, logsnr: toy_v(jnp, z, logsnr), noise, schedule=SCHEDULE, steps=steps,
-                        sampler=sampler, eta=eta, rng=rng, dynamic_threshold=threshold)
+  settings = dict(schedule=SCHEDULE, steps=steps, sampler=sampler, eta=eta, rng=rng, dynamic_threshold=threshold)
+  denoise_fn = lambda z, logsnr: toy_v(jnp, z, logsnr)  # noqa: E731
+  got = samplers.sample(denoise_fn, noise, **settings)
   ref = np_sample(noise, step_noise, steps=steps, sampler=sampler, eta=eta, dynamic_threshold=threshold)
   np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+  step, z = jax.jit(samplers.stepper(denoise_fn, **settings)), noise  # one jitted call per step, as `sample.Sampler`
+  for i in range(steps):
+    z = step(np.int32(i), z)
+  np.testing.assert_allclose(z, ref, rtol=1e-4, atol=1e-4)
 
 
 def test_ddim_eta_one_equals_ancestral():

@@ -1,5 +1,6 @@
 """Progress lines (`lumiere_jax/progress.py`): the ETA leaves out the first (compiling) unit, lines are rate-limited
-whole lines, and the long loops (eval chunks, the synthetic set, `lumiere-data prepare`) report through it."""
+whole lines, and the long loops (denoising steps, eval chunks, the synthetic set, `lumiere-data prepare`) report
+through it."""
 
 import csv
 import re
@@ -7,10 +8,11 @@ import re
 import numpy as np
 import pytest
 
-from lumiere_jax import progress
+from lumiere_jax import progress, sample as sample_lib
 from lumiere_jax.data import synthetic, video
 from lumiere_jax.eval import protocol
 from lumiere_jax.ingest import options as options_lib, prepare
+from micro import micro_config, one_device_setup, trained_looking_params
 
 DONE_LINE = re.compile(r'^\[(\d+)/(\d+) 100% eta +0s\] .* \(done in [\d.]+s\)$')
 
@@ -110,3 +112,17 @@ def test_prepare_reports_planning_and_shards(tmp_path):
   shards = [line for line in lines if 'writing shards' in line]
   assert shards[0] == 'writing shards: 2 to do...' and DONE_LINE.match(shards[-1])
   assert 'clips)' in shards[-1]  # the last shard's name and clip count
+
+
+def test_sampling_reports_its_denoising_steps_unless_told_not_to(capsys):
+  config = micro_config('base')
+  spec, params = one_device_setup(config).spec, trained_looking_params(config)
+  sampler, prompts = sample_lib.make_sampler(spec, config), ['a red circle moving right', 'a blue square moving up']
+  reported = sample_lib.generate(spec, params, config, prompts, seed=3, sampler=sampler)
+  out = capsys.readouterr().out.splitlines()
+  steps = config.sample.steps
+  assert out[0] == f'sampling 2 clips: denoising steps: {steps} to do...', out
+  assert DONE_LINE.match(out[-1]) and out[-1].startswith(f'[{steps}/{steps} ') and len(out) <= steps + 1
+  quiet = sample_lib.generate(spec, params, config, prompts, seed=3, sampler=sampler, show_progress=False)
+  assert capsys.readouterr().out == ''
+  np.testing.assert_array_equal(quiet, reported)

@@ -49,30 +49,39 @@ def test_per_prompt_inputs_are_padded_and_split_too(config, mesh):
   _sharded_and_plain(_model(config()), mesh)
 
 
+def _padded_batch_args(config, mesh):
+  """A padded batch of 8 (token ids, mask, seed) laid out as `generate` lays it out over the mesh."""
+  tokens = np.zeros((8, config.text.max_length), np.int32)
+  batch = NamedSharding(mesh, P(mesh_lib.BATCH_AXES))
+  return (jax.device_put(tokens, batch), jax.device_put(tokens.astype(bool), batch),
+          jax.device_put(jax.random.PRNGKey(0), NamedSharding(mesh, P())))
+
+
 def test_three_prompts_on_eight_devices_give_the_unsharded_videos(base, mesh):
   assert mesh_lib.data_parallel_size(mesh) == 8
   placed, sampler = _sharded_and_plain(base, mesh)
   config = base[0]
-  # the padded batch of 8 is split one clip per device, in and out
-  tokens = np.zeros((8, config.text.max_length), np.int32)
-  compiled = sampler.lower(placed, tokens, tokens.astype(bool), jax.random.PRNGKey(0)).compile()
-  assert compiled.output_shardings.shard_shape((8, *sample_lib.clip_shape(config)))[0] == 1
+  # the padded batch of 8 is split one clip per device, in, through every denoising step, and out
+  compiled = sampler.compile(placed, *_padded_batch_args(config, mesh))
+  clips = (8, *sample_lib.clip_shape(config))
+  assert compiled.step.output_shardings.shard_shape(clips)[0] == 1
+  assert compiled.finish.output_shardings.shard_shape(clips)[0] == 1
 
 
 def test_a_batch_over_the_device_memory_is_refused_before_sampling(base, mesh, monkeypatch):
   config, spec, params = base
   placed = jax.device_put(params, NamedSharding(mesh, P()))
   sampler = sample_lib.make_sampler(spec, config, mesh=mesh)
-  tokens = np.zeros((8, config.text.max_length), np.int32)
-  analysis = sampler.lower(placed, tokens, tokens.astype(bool), jax.random.PRNGKey(0)).compile().memory_analysis()
-  needed = analysis.temp_size_in_bytes + analysis.argument_size_in_bytes + analysis.output_size_in_bytes
-  assert needed > 0
+  compiled = sampler.compile(placed, *_padded_batch_args(config, mesh))
+  figures = sample_lib.memory_needed(compiled)
+  needed = sum(figures.values())
+  assert needed > 0 and figures['arguments'] > 0
   monkeypatch.setattr(sample_lib, 'device_memory_limit', lambda device: needed - 1)
   with pytest.raises(ValueError, match=r'a batch of 3 clips \(padded to 8 .*GiB per device .*smaller '
                                        r'--config.chunk_size'):
     sample_lib.generate(spec, placed, config, PROMPTS, sampler=sampler, mesh=mesh)
+  assert sampler.compile(placed, *_padded_batch_args(config, mesh)) is compiled  # kept per shapes and layouts
   monkeypatch.setattr(sample_lib, 'device_memory_limit', lambda device: needed)
-  compiled = sampler.lower(placed, tokens, tokens.astype(bool), jax.random.PRNGKey(0)).compile()
   sample_lib.check_memory(compiled, mesh.local_devices[0], 3, 8)  # exactly the limit fits
 
 

@@ -73,7 +73,7 @@ def main(argv):
   features_mesh = jax.sharding.Mesh(np.array(devices), ('batch',))
   models = zero_shot.Models(
       generate=lambda prompts, seed: sample_lib.generate(model.spec, model.params, config, prompts, seed=seed,
-                                                         sampler=sampler, mesh=model.mesh),
+                                                         sampler=sampler, mesh=model.mesh, show_progress=False),
       features=i3d.I3DFeatures(features_mesh),
       probabilities=c3d.C3DProbabilities(_C3D.value, _C3D_MEAN.value, features_mesh) if _C3D.value else None)
   load_seconds = round(time.monotonic() - start, 3)

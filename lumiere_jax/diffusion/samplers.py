@@ -15,8 +15,9 @@ limited x0, and moves z from time t to s < t. With r = 1 - SNR_t / SNR_s = sigma
              alpha_ts = alpha_t / alpha_s, the exact posterior of the forward process; with a learned-range variance
              the log variance is frac log(r sigma_t**2) + (1 - frac) log(r sigma_s**2), frac = (values + 1) / 2
              (r sigma_t**2 = 1 - abar_t / abar_s is the step's beta), as diffusers' DDPMScheduler.
-The last step returns the x0 estimate ('ddpm': the step's sample, as diffusers; it is x0 when the last timestep is 0,
-as with 'leading' spacing, and noisy otherwise). Jit the caller: everything but the arrays is static.
+`stepper` gives one step at a time (a caller reports progress between jitted calls), `sample` the whole walk in one
+loop. The last step returns the x0 estimate ('ddpm': the step's sample, as diffusers; it is x0 when the last timestep
+is 0, as with 'leading' spacing, and noisy otherwise). Jit the caller: everything but the arrays is static.
 """
 
 import jax
@@ -79,53 +80,35 @@ def _ancestral_step(z, x0, logsnr_t, logsnr_s, noise, variance_values=None):
   return mean + jnp.exp(0.5 * learned_range_log_variance(variance_values, logsnr_t, logsnr_s)) * noise
 
 
-def _uniform_grid(schedule, steps, t_start, batch):
-  """Step i -> (model input at t, log-SNR at t, log-SNR at s) on t_i = t_start (1 - i / steps), each (batch,)."""
-  def levels(i):
+def _uniform_grid(schedule, steps, t_start):
+  """(step i, batch) -> (model input at t, log-SNR at t, log-SNR at s), each (batch,); t = t_start (1 - i / steps)."""
+  def levels(i, batch):
     t, s = t_start * (1.0 - i / steps), t_start * (1.0 - (i + 1) / steps)
     return (jnp.full((batch,), schedule.model_input(t), schedule.model_input_dtype),
             jnp.full((batch,), schedule.logsnr(t), jnp.float32), jnp.full((batch,), schedule.logsnr(s), jnp.float32))
   return levels
 
 
-def _ddpm_grid(schedule, steps, spacing, batch):
-  """Step i -> (timestep, its log-SNR, the previous timestep's) on diffusers' DDPMScheduler timesteps."""
+def _ddpm_grid(schedule, steps, spacing):
+  """(step i, batch) -> (timestep, its log-SNR, the previous timestep's) on diffusers' DDPMScheduler timesteps."""
   if not isinstance(schedule, schedules.DiscreteSchedule):
     raise ValueError(f'sample.sampler=\'ddpm\' needs a discrete schedule (diffusion.schedule=\'squaredcos_cap_v2\'), '
                      f'got diffusion.schedule={schedule.kind!r}')
   timesteps, previous = (jnp.asarray(a, jnp.int32) for a in schedule.inference_timesteps(steps, spacing))
 
-  def levels(i):
+  def levels(i, batch):
     t, s = timesteps[i], previous[i]
     return (jnp.full((batch,), t, jnp.int32), jnp.full((batch,), schedule.logsnr_at(t), jnp.float32),
             jnp.full((batch,), schedule.logsnr_at(s), jnp.float32))
   return levels
 
 
-def sample(denoise_fn, noise, *, schedule, steps, sampler='ddim', eta=0.0, rng=None, dynamic_threshold=0.0,
-           t_start=1.0, parameterization=None, dynamic_threshold_max=None, spacing='leading'):
-  """Denoises `noise` (B, ...) into data in `steps` steps; float32 throughout.
+def stepper(denoise_fn, *, schedule, steps, sampler='ddim', eta=0.0, rng=None, dynamic_threshold=0.0, t_start=1.0,
+            parameterization=None, dynamic_threshold_max=None, spacing='leading'):
+  """`step(i, z) -> z'`: step i (an int or a traced int32) of the walk `sample` takes; the last returns x0.
 
-  Args:
-    denoise_fn: (z (B, ...), level (B,)) -> model output, e.g. from `guidance.classifier_free_guidance`; the level is
-      `schedule.model_input` (the log-SNR, or a discrete schedule's int32 timestep).
-    noise: the sample at t = t_start: standard normal for t_start = 1, a noised input for SDEdit.
-    schedule: a `schedules.Schedule` or `schedules.DiscreteSchedule` ('ddpm' needs the latter).
-    steps: number of model calls (`sample.steps`).
-    sampler: 'ddim', 'ancestral' or 'ddpm' (`sample.sampler`).
-    eta: DDIM stochasticity in [0, 1] (`sample.eta`); ignored by the others.
-    rng: PRNG key for the step noise (step i uses fold_in(rng, i)); required when the sampler is stochastic.
-    dynamic_threshold: percentile in (0, 1) for `guidance.dynamic_threshold`; 0 clips x0 to [-1, 1]
-      (`sample.dynamic_threshold`).
-    t_start: where the walk starts, in (0, 1]; the grid is t_start * (1 - i / steps) (SDEdit's strength); 'ddpm'
-      starts at its first timestep only (t_start = 1).
-    parameterization: the model's `parameterization.Parameterization`; None is v-prediction with fixed variance. A
-      learned variance sets the step variance of 'ancestral' and 'ddpm'; 'ddim' ignores it.
-    dynamic_threshold_max: cap of the threshold (`sample.dynamic_threshold_max`; IF stage I: 1.5); None: uncapped.
-    spacing: 'ddpm' timestep spacing, one of `schedules.SPACINGS` (`sample.timestep_spacing`; IF: 'leading').
-
-  Returns:
-    The x0 estimate of the last step, (B, ...).
+  Taking the steps one by one (a jitted `step` called with each index) gives `sample`'s walk while the caller reports
+  progress between them. Args as `sample`'s; raises ValueError for bad settings before anything is traced.
   """
   _check_args(sampler, steps, eta, rng, dynamic_threshold, dynamic_threshold_max)
   if not 0.0 < t_start <= 1.0:
@@ -133,17 +116,15 @@ def sample(denoise_fn, noise, *, schedule, steps, sampler='ddim', eta=0.0, rng=N
   parameterization = parameterization or parameterizations.V
   parameterization.check_schedule(schedule)
   stochastic = sampler != 'ddim' or eta > 0
-  z = jnp.asarray(noise, jnp.float32)
-  batch = z.shape[0]
   if sampler == 'ddpm':
     if t_start != 1.0:
       raise ValueError(f'sample.sampler=\'ddpm\' starts from noise only (t_start=1), got t_start={t_start}')
-    levels = _ddpm_grid(schedule, steps, spacing, batch)
+    levels = _ddpm_grid(schedule, steps, spacing)
   else:
-    levels = _uniform_grid(schedule, steps, t_start, batch)
+    levels = _uniform_grid(schedule, steps, t_start)
 
   def step(i, z):
-    level_t, logsnr_t, logsnr_s = levels(i)
+    level_t, logsnr_t, logsnr_s = levels(i, z.shape[0])
     prediction, variance_values = parameterization.split(denoise_fn(z, level_t).astype(jnp.float32), z)
     x0 = parameterization.x0(z, prediction, logsnr_t)
     x0 = (guidance.dynamic_threshold(x0, dynamic_threshold, dynamic_threshold_max) if dynamic_threshold
@@ -157,4 +138,33 @@ def sample(denoise_fn, noise, *, schedule, steps, sampler='ddim', eta=0.0, rng=N
       z_s = _ancestral_step(z, x0, logsnr_t, logsnr_s, step_noise, variance_values)
     return jnp.where(i == steps - 1, x0, z_s)
 
-  return jax.lax.fori_loop(0, steps, step, z)
+  return step
+
+
+def sample(denoise_fn, noise, *, schedule, steps, **kwargs):
+  """Denoises `noise` (B, ...) into data in `steps` steps; float32 throughout.
+
+  Args:
+    denoise_fn: (z (B, ...), level (B,)) -> model output, e.g. from `guidance.classifier_free_guidance`; the level is
+      `schedule.model_input` (the log-SNR, or a discrete schedule's int32 timestep).
+    noise: the sample at t = t_start: standard normal for t_start = 1, a noised input for SDEdit.
+    schedule: a `schedules.Schedule` or `schedules.DiscreteSchedule` ('ddpm' needs the latter).
+    steps: number of model calls (`sample.steps`).
+    **kwargs: the walk's settings, each with its default in `stepper`:
+      sampler: 'ddim', 'ancestral' or 'ddpm' (`sample.sampler`).
+      eta: DDIM stochasticity in [0, 1] (`sample.eta`); ignored by the others.
+      rng: PRNG key for the step noise (step i uses fold_in(rng, i)); required when the sampler is stochastic.
+      dynamic_threshold: percentile in (0, 1) for `guidance.dynamic_threshold`; 0 clips x0 to [-1, 1]
+        (`sample.dynamic_threshold`).
+      t_start: where the walk starts, in (0, 1]; the grid is t_start * (1 - i / steps) (SDEdit's strength); 'ddpm'
+        starts at its first timestep only (t_start = 1).
+      parameterization: the model's `parameterization.Parameterization`; None is v-prediction with fixed variance. A
+        learned variance sets the step variance of 'ancestral' and 'ddpm'; 'ddim' ignores it.
+      dynamic_threshold_max: cap of the threshold (`sample.dynamic_threshold_max`; IF stage I: 1.5); None: uncapped.
+      spacing: 'ddpm' timestep spacing, one of `schedules.SPACINGS` (`sample.timestep_spacing`; IF: 'leading').
+
+  Returns:
+    The x0 estimate of the last step, (B, ...).
+  """
+  step = stepper(denoise_fn, schedule=schedule, steps=steps, **kwargs)
+  return jax.lax.fori_loop(0, steps, step, jnp.asarray(noise, jnp.float32))

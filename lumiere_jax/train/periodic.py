@@ -28,7 +28,8 @@ class TrainingFVD:
     self.reference, _ = zero_shot.reference_statistics(clips, frames=self.frames, fps=protocol_config.real_fps,
                                                        features=self.features, directory=zero_shot.cache_dir())
     self._generate = lambda params, prompts, seed: sample_lib.generate(spec, params, config, prompts, seed=seed,
-                                                                       sampler=sampler, mesh=mesh)
+                                                                       sampler=sampler, mesh=mesh,
+                                                                       show_progress=False)
 
   def __call__(self, params) -> float:
     features = []
