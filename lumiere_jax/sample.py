@@ -155,11 +155,14 @@ class Sampler:
     videos = z if given is None else conditional.keep_given(z, *given)
     return _batch_constraint(self.mesh, z.shape[0])(videos)
 
-  def compile(self, params, *args, **kwargs) -> Compiled:
-    """The three parts compiled for these arguments (as `__call__` takes them), cached per shapes and layouts."""
+  def compile(self, params, *args, announce: bool = False, **kwargs) -> Compiled:
+    """The three parts compiled for these arguments (as `__call__` takes them), cached per shapes and layouts; with
+    `announce`, a line says so before compiling anew (minutes at paper size)."""
     leaves, structure = jax.tree.flatten((params, args, kwargs))
     key = structure, tuple((np.shape(x), getattr(x, 'dtype', type(x)), getattr(x, 'sharding', None)) for x in leaves)
     if key not in self._compiled:
+      if announce and progress.is_process_zero():
+        print(f'compiling the sampler for a batch of {args[0].shape[0]}...', flush=True)
       t_start, steps = self.walk(kwargs.get('edit'))
       start = self._start.lower(params, *args, t_start=t_start, **kwargs).compile()
       z, context, rng_steps = start.out_info
@@ -262,7 +265,7 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   args = (place(tokens), place(mask), _place(jax.random.PRNGKey(seed), replicated), *map(place, args))
   kwargs = jax.tree.map(place, kwargs)
   device = (jax.local_devices() if mesh is None else mesh.local_devices)[0]
-  check_memory(sampler.compile(params, *args, **kwargs), device, count, len(padded))
+  check_memory(sampler.compile(params, *args, announce=show_progress, **kwargs), device, count, len(padded))
   what = f'sampling {count} clip{"s" * (count > 1)}: denoising steps' if show_progress else None
   videos = sampler(params, *args, progress_what=what, **kwargs)
   videos = jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8)

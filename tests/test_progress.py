@@ -121,8 +121,11 @@ def test_sampling_reports_its_denoising_steps_unless_told_not_to(capsys):
   reported = sample_lib.generate(spec, params, config, prompts, seed=3, sampler=sampler)
   out = capsys.readouterr().out.splitlines()
   steps = config.sample.steps
-  assert out[0] == f'sampling 2 clips: denoising steps: {steps} to do...', out
-  assert DONE_LINE.match(out[-1]) and out[-1].startswith(f'[{steps}/{steps} ') and len(out) <= steps + 1
+  assert out[:2] == ['compiling the sampler for a batch of 2...', f'sampling 2 clips: denoising steps: {steps} to do...']
+  assert DONE_LINE.match(out[-1]) and out[-1].startswith(f'[{steps}/{steps} ') and len(out) <= steps + 2
+  again = sample_lib.generate(spec, params, config, prompts, seed=3, sampler=sampler)
+  assert capsys.readouterr().out.splitlines()[0].startswith('sampling 2 clips')  # compiled once, kept
   quiet = sample_lib.generate(spec, params, config, prompts, seed=3, sampler=sampler, show_progress=False)
   assert capsys.readouterr().out == ''
   np.testing.assert_array_equal(quiet, reported)
+  np.testing.assert_array_equal(again, reported)

@@ -19,7 +19,7 @@ cli/sample_modes.py).
 import pathlib
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 from lumiere_jax import inference, stages
 from lumiere_jax import sample as sample_lib
@@ -54,6 +54,7 @@ GROUPS = [('Model', (_WORKDIR, _CHECKPOINT, _RAW)), ('Prompts and output', (_PRO
 
 def _load(path: str, *, use_ema: bool = True) -> inference.InferenceModel:
   """A run or an export with the sampling flags applied (`inference.load`)."""
+  print(f'loading {path}...', flush=True)
   flags_by_field = {'sample.steps': _STEPS, 'sample.guidance': _GUIDANCE, 'sample.sampler': _SAMPLER,
                     'sample.eta': _ETA, 'sr.window': _SSR_WINDOW, 'sr.overlap': _SSR_OVERLAP}
   return inference.load(path, overrides={field: flag.value for field, flag in flags_by_field.items()},
@@ -77,6 +78,7 @@ def _upsample(lowres: np.ndarray, prompts: list[str]) -> tuple[np.ndarray, str]:
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # orbax's restore lines are INFO
   prompts = _PROMPTS.value
   if not prompts:
     raise app.UsageError('give at least one --prompt')
