@@ -139,7 +139,8 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       # the others, so the coarse levels keep their small activations while level 0 recomputes (BENCHMARKS.md).
       remat_levels=-1,
       remat_coarse_policy='none',
-      # Attention kernel: 'auto' (cuDNN flash attention on GPU in bf16/fp16, XLA elsewhere), 'xla' or 'cudnn'.
+      # Attention kernel: 'auto' (cuDNN flash attention on GPU in bf16/fp16, Pallas splash attention on TPU, XLA
+      # elsewhere), 'xla', 'cudnn' (GPU) or 'splash' (TPU).
       attention='auto',
       # Temporal layers: 'auto' (the measured winner of the platform, stunet.TEMPORAL_LAYOUT_BY_PLATFORM),
       # 'transpose' (pixels folded into batch) or 'video' (computed in the (B, T, H, W, C) layout).

@@ -6,9 +6,13 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec as P
 
+from lumiere_jax.models import layers
 from lumiere_jax.train import aot
 from micro import micro_config
 from test_cli import MICRO, ROOT, _env
@@ -70,6 +74,22 @@ def test_lumiere_aot_compiles_the_train_step_for_a_tpu_topology():
   assert result.returncode == 0, result.stderr[-3000:]
   assert 'v5p-8: 4 chips (TPU v5, grid v5p:2x2x1), 1 hosts' in result.stdout
   assert 'GiB of 95 GiB HBM -> fits' in result.stdout and 'FLOPs per step' in result.stdout
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (the optional extra: pip install '.[tpu]')")
+def test_auto_attention_compiles_to_the_splash_kernel_for_a_tpu_topology():
+  """Traced under a TPU mesh on this CPU host, 'auto' attention is the Pallas splash kernel, mapped per device."""
+  mesh = jax.sharding.Mesh(np.array(aot.topology_devices(aot.parse_topology('v5p-8'))), ('data',))
+  graph, state = nnx.split(layers.Attention(64, 32, 2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)))
+  def abstract(shape, dtype, spec=P('data')):
+    return jax.ShapeDtypeStruct(shape, dtype, sharding=NamedSharding(mesh, spec))
+
+  state = jax.tree.map(lambda a: abstract(a.shape, a.dtype, P()), state)
+  x, text, mask = abstract((4, 256, 64), jnp.bfloat16), abstract((4, 77, 32), jnp.bfloat16), abstract((4, 77), bool)
+  with jax.set_mesh(mesh):
+    assert layers.target_platform() == 'tpu' and layers.attention_implementation('auto', jnp.bfloat16, 32) == 'splash'
+    compiled = jax.jit(lambda s, *a: nnx.merge(graph, s)(*a)).lower(state, x, text, mask).compile()
+  assert 'tpu_custom_call' in compiled.as_text()
 
 
 def test_lumiere_aot_without_libtpu_says_how_to_get_it(monkeypatch):

@@ -1,6 +1,8 @@
 """`model.attention`: every implementation usable on this platform agrees with XLA's masked attention, the padded
-caption mask is honoured, empty captions give finite zeros, and an unusable request fails naming the field."""
+caption mask is honoured, empty captions give finite zeros, and an unusable request fails naming the field. The TPU
+splash kernel runs here in Pallas' interpreter: the same kernel code, checked against the float64 reference."""
 
+import functools
 import types
 
 import jax
@@ -9,7 +11,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from lumiere_jax.models import layers
+from lumiere_jax.models import layers, splash
+from lumiere_jax.parallel import mesh as mesh_lib
 from lumiere_jax.models.deepfloyd_if_blocks import AddedKVAttention
 
 
@@ -68,6 +71,7 @@ def test_attention_module_agrees_with_xla_on_this_platform(implementation):
   assert np.isfinite(out).all() and not np.asarray(out[-1]).any()
 
 
+@pytest.mark.skipif(jax.default_backend() == 'tpu', reason='auto is splash on TPU')
 def test_auto_picks_cudnn_only_for_half_precision_on_gpu():
   expected = 'cudnn' if jax.default_backend() == 'gpu' else 'xla'
   assert layers.attention_implementation('auto', jnp.bfloat16, 64) == expected
@@ -75,17 +79,48 @@ def test_auto_picks_cudnn_only_for_half_precision_on_gpu():
   assert layers.attention_implementation('auto', jnp.bfloat16, 12) == 'xla'  # head dim cuDNN cannot take
 
 
-@pytest.mark.skipif(jax.default_backend() == 'gpu', reason='cuDNN exists here')
-def test_cudnn_without_a_gpu_names_the_field():
-  module = layers.Attention(16, 16, 2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0), implementation='cudnn')
+@pytest.mark.parametrize('implementation, platform, needs', [('cudnn', 'gpu', 'a GPU'), ('splash', 'tpu', 'a TPU')])
+def test_a_kernel_off_its_platform_names_the_field(implementation, platform, needs):
+  if jax.default_backend() == platform:
+    pytest.skip(f'{implementation} runs here')
+  module = layers.Attention(16, 16, 2, dtype=jnp.bfloat16, rngs=nnx.Rngs(0), implementation=implementation)
   x = jnp.zeros((1, 4, 16), jnp.bfloat16)
-  with pytest.raises(ValueError, match=r"model\.attention='cudnn' needs a GPU"):
+  with pytest.raises(ValueError, match=rf"model\.attention='{implementation}' needs {needs}"):
     module(x, x)
 
 
 def test_unknown_implementation_names_the_field():
-  with pytest.raises(ValueError, match=r'model\.attention=.splash.'):
-    layers.Attention(16, 16, 2, dtype=jnp.float32, rngs=nnx.Rngs(0), implementation='splash')
+  with pytest.raises(ValueError, match=r'model\.attention=.flash.'):
+    layers.Attention(16, 16, 2, dtype=jnp.float32, rngs=nnx.Rngs(0), implementation='flash')
+
+
+def test_splash_kernel_matches_reference_with_padded_and_empty_captions():
+  """Lengths padded to the kernel's block, padded keys and an empty caption excluded by segment ids, and gradients
+  that reach no padded key."""
+  q, k, v, mask = qkv_and_mask(seed=6)
+  attend = functools.partial(splash.splash_attention, interpret=True)
+  out = attend(q, k, v, mask)
+  np.testing.assert_allclose(out, reference(q, k, v, mask), atol=1e-5)
+  assert not np.asarray(out[-1]).any()
+  np.testing.assert_allclose(attend(q, k, v), reference(q, k, v, np.ones(mask.shape, bool)), atol=1e-5)
+  grads = jax.grad(lambda *t: jnp.sum(attend(*t, mask) ** 2), argnums=(0, 1, 2))(q, k, v)
+  expected = jax.grad(lambda *t: jnp.sum(layers.masked_attention(*t, mask, implementation='xla') ** 2),
+                      argnums=(0, 1, 2))(q, k, v)
+  for got, want in zip(grads, expected):
+    np.testing.assert_allclose(got, want, atol=1e-4)
+  assert not np.asarray(grads[1][1, 3:]).any()  # padded keys of the second caption get no gradient
+
+
+def test_splash_under_a_mesh_runs_per_device_and_equals_one_device():
+  q, k, v, _ = qkv_and_mask(seed=7, batch=4)
+  mask = jnp.asarray(np.arange(7)[None] < np.array([7, 3, 0, 5])[:, None])  # an empty caption on the second device
+  mesh = mesh_lib.make_mesh(dict(data=2, fsdp=1, tensor=2), jax.devices()[:4])
+  attend = jax.jit(functools.partial(splash.splash_attention, interpret=True))
+  with jax.set_mesh(mesh):
+    hlo = attend.lower(q, k, v, mask).as_text()
+    sharded = attend(q, k, v, mask)
+  assert 'shard_map' in hlo or 'manual' in hlo  # the kernel is mapped per device, not partitioned by XLA
+  np.testing.assert_allclose(sharded, attend(q, k, v, mask), atol=1e-6)
 
 
 def take_cudnn_path_on_xla(monkeypatch):
@@ -124,3 +159,20 @@ def test_cudnn_path_of_if_attention_equals_its_bias_path(monkeypatch):
   expected = np.asarray(module(x, text, mask, frames=2))
   take_cudnn_path_on_xla(monkeypatch)
   np.testing.assert_allclose(module(x, text, mask, frames=2), expected, atol=1e-5)
+
+
+def test_splash_path_of_both_attention_modules_equals_xla(monkeypatch):
+  """What the models ask the splash kernel for (the STUNet's masked attention, IF's pixel-and-text keys) gives the
+  XLA path's answer; the kernel runs interpreted, as this platform has no TPU."""
+  rng = np.random.default_rng(8)
+  x, context = (jnp.asarray(rng.standard_normal(shape), jnp.float32) for shape in ((3, 5, 16), (3, 7, 12)))
+  _, _, _, mask = qkv_and_mask()
+  module = layers.Attention(16, 12, 2, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  cfg = types.SimpleNamespace(cross_attention_dim=12, norm_num_groups=4, cross_attention_norm=None)
+  if_module = AddedKVAttention(16, 8, cfg, only_cross_attention=False, dtype=jnp.float32, rngs=nnx.Rngs(0))
+  pixels = jnp.asarray(rng.standard_normal((6, 2, 3, 16)), jnp.float32)  # 3 clips of 2 frames, 2x3 pixels
+  expected = np.asarray(module(x, context, mask)), np.asarray(if_module(pixels, context, mask, frames=2))
+  monkeypatch.setattr(layers, 'attention_implementation', lambda *_: 'splash')
+  monkeypatch.setattr(splash, 'splash_attention', functools.partial(splash.splash_attention, interpret=True))
+  np.testing.assert_allclose(module(x, context, mask), expected[0], atol=1e-5)
+  np.testing.assert_allclose(if_module(pixels, context, mask, frames=2), expected[1], atol=1e-5)

@@ -56,7 +56,7 @@ def test_execution_reads_config_with_defaults():
 @pytest.mark.parametrize('fields, named', [
     (dict(remat_coarse_policy='save_it_all'), 'model.remat_coarse_policy'),
     (dict(remat_levels=-2), 'model.remat_levels'),
-    (dict(attention='splash'), 'model.attention')])
+    (dict(attention='flash'), 'model.attention')])
 def test_bad_execution_fields_are_named(fields, named):
   with pytest.raises(ValueError, match=named.replace('.', r'\.')):
     layers.Execution(**fields)

@@ -136,9 +136,10 @@ class AddedKVAttention(nnx.Module):
   values, after an optional group norm of the text) followed by the pixels themselves (unless only_cross_attention);
   residual. The text mask becomes diffusers' additive -10000 bias on the text keys; pixel keys are never masked.
 
-  Under cuDNN (`attention`, resolved by `layers.attention_implementation`), which takes no per-key bias row, the keys
-  go pixels first and the mask becomes a key count: the same attention wherever some key is valid (exp(-10000)
-  underflows to 0); a pixel-free key set whose text is all masked gives zeros instead of diffusers' uniform average."""
+  Under cuDNN or splash (`attention`, resolved by `layers.attention_implementation`), which take no per-key bias row,
+  the keys go pixels first and the mask becomes a key count (cuDNN) or segment ids (splash): the same attention
+  wherever some key is valid (exp(-10000) underflows to 0); a pixel-free key set whose text is all masked gives zeros
+  instead of diffusers' uniform average."""
 
   def __init__(self, features: int, head_dim: int, cfg, *, only_cross_attention: bool, dtype, rngs: nnx.Rngs,
                attention: str = 'auto'):
@@ -176,7 +177,7 @@ class AddedKVAttention(nnx.Module):
       key_mask.insert(0, jnp.ones((n, height * width), bool))
     k, v, key_mask = (jnp.concatenate(t, axis=1) for t in (keys, values, key_mask))
     implementation = layers.attention_implementation(self.attention, q.dtype, q.shape[-1])
-    if implementation == 'cudnn':
+    if implementation in ('cudnn', 'splash'):
       out = layers.masked_attention(q, k, v, key_mask, implementation=implementation)
     else:
       bias = jnp.where(key_mask, 0.0, MASKED_BIAS)[:, None, None, :].astype(k.dtype)

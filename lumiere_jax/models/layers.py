@@ -10,8 +10,10 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from lumiere_jax.models import splash
+
 EMBED_MLP = ('embed', 'mlp')
-ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
+ATTENTION_IMPLEMENTATIONS = ('auto', 'xla', 'cudnn', 'splash')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,16 +127,28 @@ def check_attention(requested: str) -> str:
   return requested
 
 
+def target_platform() -> str:
+  """The platform the code being traced will run on: that of the mesh it is traced under (`jax.set_mesh`; a TPU
+  topology compiled ahead of time on a CPU host), else this process's default backend."""
+  device = jax.sharding.get_abstract_mesh().abstract_device  # None outside a mesh
+  return jax.default_backend() if device is None else device.platform
+
+
 def attention_implementation(requested: str, dtype, head_dim: int) -> str:
-  """The `jax.nn.dot_product_attention` implementation for `model.attention` on this process's platform.
+  """The attention implementation for `model.attention` on the target platform (`target_platform`).
 
   'auto' takes cuDNN flash attention on GPU for bf16/fp16 heads it supports (dim a multiple of 8, at most 128),
-  XLA elsewhere; 'cudnn' off a GPU is an error rather than a silent fallback.
+  Pallas splash attention on TPU (`models/splash.py`), XLA elsewhere; 'cudnn' off a GPU or 'splash' off a TPU is an
+  error rather than a silent fallback.
   """
-  platform = jax.default_backend()
-  if check_attention(requested) == 'cudnn' and platform != 'gpu':
-    raise ValueError(f"model.attention='cudnn' needs a GPU; this process runs on {platform!r} (use 'auto' or 'xla')")
+  platform = target_platform()
+  needs = {'cudnn': ('gpu', 'a GPU'), 'splash': ('tpu', 'a TPU')}.get(check_attention(requested))
+  if needs and platform != needs[0]:
+    raise ValueError(f'model.attention={requested!r} needs {needs[1]}; this process runs on {platform!r} (use '
+                     "'auto' or 'xla')")
   if requested == 'auto':
+    if platform == 'tpu':
+      return 'splash'
     fused = platform == 'gpu' and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16) and head_dim % 8 == 0
     return 'cudnn' if fused and head_dim <= 128 else 'xla'
   return requested
@@ -154,6 +168,8 @@ def masked_attention(q: jax.Array, k: jax.Array, v: jax.Array, key_mask: jax.Arr
 
   jnp.where, not a multiplication, so nothing non-finite in a dropped row can reach the output or the gradient.
   """
+  if implementation == 'splash':
+    return splash.splash_attention(q, k, v, key_mask)
   out = jax.nn.dot_product_attention(q, k, v, implementation=implementation,
                                      **key_mask_arguments(key_mask, implementation))
   return jnp.where(key_mask.any(axis=-1)[:, None, None, None], out, 0)
@@ -198,7 +214,9 @@ class Attention(nnx.Module):
   def __call__(self, x: jax.Array, context: jax.Array, mask: jax.Array | None = None) -> jax.Array:
     q, k, v = self._split(self.query(x)), self._split(self.key(context)), self._split(self.value(context))
     implementation = self.resolved(q.dtype)
-    if mask is None:
+    if implementation == 'splash':
+      out = splash.splash_attention(q, k, v, mask)
+    elif mask is None:
       out = jax.nn.dot_product_attention(q, k, v, implementation=implementation)
     else:
       out = masked_attention(q, k, v, mask, implementation=implementation)

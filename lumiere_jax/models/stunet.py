@@ -49,10 +49,10 @@ def check_layout(layout: str) -> str:
 
 
 def resolve_layout(layout: str, op: str = 'conv') -> str:
-  """'transpose' or 'video' for `model.temporal_layout` on this process's platform, for `op` ('conv' covers the
-  resamplers, or 'attention')."""
+  """'transpose' or 'video' for `model.temporal_layout` on the target platform (`layers.target_platform`), for `op`
+  ('conv' covers the resamplers, or 'attention')."""
   if check_layout(layout) == 'auto':
-    return TEMPORAL_LAYOUT_BY_PLATFORM.get(jax.default_backend(), {}).get(op, 'transpose')
+    return TEMPORAL_LAYOUT_BY_PLATFORM.get(layers.target_platform(), {}).get(op, 'transpose')
   return layout
 
 
