@@ -29,11 +29,16 @@ def sdedit(sample_from: Callable[[jax.Array, float], jax.Array], video: jax.Arra
     schedule: the model's noise schedule (`schedules.from_config`).
     strength: in [0, 1]; how far into the forward process the input is noised.
   """
-  if not 0.0 <= strength <= 1.0:
-    raise ValueError(f'strength={strength} must be in [0, 1]')
-  if strength == 0:
+  if check_strength(strength) == 0:
     return video
   return sample_from(noised(video, noise, schedule=schedule, strength=strength), strength)
+
+
+def check_strength(strength: float) -> float:
+  """`strength`, or ValueError when it is outside [0, 1]."""
+  if not 0.0 <= strength <= 1.0:
+    raise ValueError(f'strength={strength} must be in [0, 1]')
+  return strength
 
 
 def noised(video: jax.Array, noise: jax.Array, *, schedule, strength: float) -> jax.Array:

@@ -111,7 +111,7 @@ class Sampler:
 
   def walk(self, edit) -> tuple[float, int]:
     """(t_start, number of denoising steps): from noise, or from the edit's strength (no step at strength 0)."""
-    t_start = 1.0 if edit is None else self.strength
+    t_start = 1.0 if edit is None else editing.check_strength(self.strength)
     return t_start, self.config.sample.steps if t_start > 0 else 0
 
   def _start_fn(self, params, tokens, token_mask, rng, lowres=None, given=None, edit=None, *, t_start):

@@ -127,6 +127,8 @@ def test_sdedit_through_generate(base_params):
   plain = sample_lib.generate(spec, base_params, config, PROMPTS, seed=4)
   np.testing.assert_array_equal(sample_lib.generate(spec, base_params, config, PROMPTS, seed=4, edit=clip,
                                                     strength=1.0), plain)
+  with pytest.raises(ValueError, match=r'strength=1.5 must be in \[0, 1\]'):
+    sample_lib.generate(spec, base_params, config, PROMPTS, seed=4, edit=clip, strength=1.5)
 
 
 def _write_png(path, array):
