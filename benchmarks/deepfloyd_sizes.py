@@ -20,10 +20,7 @@ from lumiere_jax import config as config_lib
 
 def measure(preset: str, size: str) -> dict:
   stage = 'ssr' if backbones.IF_PRESETS[preset][2] else 'base'
-  config = config_lib.load(f'stage={stage},size={size},backbone={preset}')
-  config.unlock()
-  config.text.update(encoder='builtin', width=config.text.width, depth=1, num_heads=16)  # the U-Net only
-  config.lock()
+  config = config_lib.load(f'stage={stage},size={size},backbone={preset}')  # T5 shapes from text.architecture
   spec = models.model_spec(config)
   unet = {k: v for k, v in spec.shapes.items() if k.startswith('unet.')}
   temporal = sum(math.prod(v.shape) for k, v in unet.items() if '.temporal' in k)

@@ -157,6 +157,9 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
       encoder='builtin',
       # t5: a directory with the Hugging Face config.json and model.safetensors (or a sharded index); '' for builtin.
       checkpoint='',
+      # t5 without a checkpoint: a published architecture (models/t5.py ARCHITECTURES, e.g. 't5-v1_1-xxl') for what
+      # reads only shapes (lumiere-aot, size tables); training, embedding captions and sampling need the checkpoint.
+      architecture='',
       # '' = the encoder's own (bytes for builtin, <checkpoint>/spiece.model for t5), 'bytes' (ByT5 ids for t5) or
       # the path of a SentencePiece .model file (t5).
       tokenizer='',
@@ -327,15 +330,17 @@ def get_config(arg: str = '') -> ml_collections.ConfigDict:
 
 
 def _use_deepfloyd(c: ml_collections.ConfigDict, preset: str) -> None:
-  """Switches `c` to a DeepFloyd IF backbone: its U-Net shape, image size, text (T5-XXL through `text.checkpoint`;
-  the tiny presets keep the built-in encoder), diffusion and sampler (IF's pipeline settings)."""
+  """Switches `c` to a DeepFloyd IF backbone: its U-Net shape, image size, text (T5-XXL: its architecture named, its
+  weights through `text.checkpoint`; the tiny presets keep the built-in encoder), diffusion and sampler (IF's
+  pipeline settings)."""
   unet, image_size, sr_factor = backbones.IF_PRESETS[preset]
   levels = len(unet['block_out_channels'])
   c.model.update(backbone='deepfloyd_if', image_size=image_size,
                  temporal_downsample=(not sr_factor,) * (levels - 1))
   c.model.deepfloyd = ml_collections.ConfigDict(unet)
   if unet['encoder_hid_dim'] == backbones.T5_XXL_WIDTH:
-    c.text.update(encoder='t5', width=backbones.T5_XXL_WIDTH, max_length=backbones.IF_TEXT_LENGTH)
+    c.text.update(encoder='t5', architecture='t5-v1_1-xxl', width=backbones.T5_XXL_WIDTH,
+                  max_length=backbones.IF_TEXT_LENGTH)
   else:
     c.text.width = unet['encoder_hid_dim']
   c.diffusion.update(schedule='squaredcos_cap_v2', parameterization='eps', variance='learned_range')

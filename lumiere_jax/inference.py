@@ -5,18 +5,23 @@ Used by `lumiere-sample` (base, SSR and the stylization run), `lumiere-eval` and
 the caller's overrides once, on top of the sampling layout (parameters replicated, the batch split over every device:
 `mesh.data=-1`) and with the in-training FVD off, and is validated like any config. No optimizer is built and no
 optimizer state is read.
+
+A model trained on pre-embedded captions holds no pretrained text encoder (`models.holds_text_encoder`), nor do its
+checkpoints and exports; their config still names it (`text.encoder`, `text.checkpoint`), and `load` adds its weights
+from there so that prompts can be encoded (`--config.text.checkpoint` points elsewhere if the folder moved).
 """
 
 import dataclasses
 import pathlib
 
 import jax
+import numpy as np
 
 from lumiere_jax import config as config_lib
 from lumiere_jax import export as export_lib
 from lumiere_jax import convert, models, validation
-from lumiere_jax.models import params as params_lib
-from lumiere_jax.parallel import mesh as mesh_lib
+from lumiere_jax.models import params as params_lib, text_encoders
+from lumiere_jax.parallel import mesh as mesh_lib, sharding as sharding_lib
 from lumiere_jax.train import checkpoint
 
 # What sampling changes in a run's config before applying the caller's overrides.
@@ -63,7 +68,25 @@ def load(path, *, overrides: dict | None = None, use_ema: bool = True, devices=N
     raise ValueError(f'{path}: an export holds the weights chosen when it was written; raw weights need a run')
   devices = jax.devices() if devices is None else list(devices)
   config = config_lib.with_overrides(load_config(path), {**SAMPLING_LAYOUT, **(overrides or {})})
+  pre_embedded = not models.holds_text_encoder(config)
+  if pre_embedded:  # sampling encodes prompts: the model gets its encoder back, from text.checkpoint
+    problems = [f'config.{field}: {problem}' for field, problem in text_encoders.config_errors(config)]
+    if problems:
+      raise ValueError(f'{path} was trained on pre-embedded captions and holds no text encoder; sampling encodes '
+                       f'prompts with the {config.text.encoder} of text.checkpoint (--config.text.checkpoint=DIR '
+                       f'if it moved): {"; ".join(problems)}')
+    config = config_lib.with_overrides(config, {'data.text_embeddings': False})
   validation.validate(config, num_devices=1, num_processes=1, training=False)  # no training batch or mesh here
   mesh = mesh_lib.make_mesh(config.mesh, devices)
   _, step, params = load_params(path, mesh, use_ema=use_ema)
-  return InferenceModel(config, step, models.model_spec(config), mesh, params)
+  spec = models.model_spec(config)
+  if pre_embedded:
+    params.update(_text_encoder_params(config, spec, mesh))
+  return InferenceModel(config, step, spec, mesh, params)
+
+
+def _text_encoder_params(config, spec, mesh) -> dict:
+  """The pretrained text encoder's weights from `config.text.checkpoint`, on `mesh` as `spec` lays them out."""
+  weights = models.pretrained_text_params(config.text)
+  shardings = sharding_lib.param_shardings(spec, mesh, config.mesh.axis_rules)
+  return {k: jax.device_put(np.asarray(v, spec.shapes[k].dtype), shardings[k]) for k, v in weights.items()}

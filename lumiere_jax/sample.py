@@ -5,7 +5,9 @@ The sampler runs in three compiled parts (start, one denoising step called once 
 it out of the persistent compile cache); compilations are kept per argument shapes.
 
 Classifier-free guidance pairs each caption with the empty caption (zero embeddings, empty mask: what text dropout
-trains). The sampler, steps, guidance and thresholding come from the run's `config.sample`, overridable by flags.
+trains), so it needs no encoder. A model without a text encoder (trained on pre-embedded captions,
+`models.holds_text_encoder`) samples from given caption embeddings (`generate(embeddings=...)`). The sampler, steps,
+guidance and thresholding come from the run's `config.sample`, overridable by flags.
 
 Super-resolution models (`stages.SUPERRES` conditioning) also take the low-res clips they upsample: bilinearly
 upsampled, noised once per clip to `sr.sample_augment` (noise-conditioning augmentation, the level told to the
@@ -84,9 +86,10 @@ class Compiled(NamedTuple):
 
 
 class Sampler:
-  """`sampler(params, tokens, token_mask, rng[, lowres][, given=, edit=]) -> videos float32 (N, T, H, W, C) in
+  """`sampler(params, captions, token_mask, rng[, lowres][, given=, edit=]) -> videos float32 (N, T, H, W, C) in
   [-1, 1]`, in three jitted parts so that progress can be reported between denoising steps.
 
+  `captions` are token ids int32 (N, L), which the model encodes, or the captions' embeddings float (N, L, D).
   `start` encodes the captions, builds the conditioning and draws the starting noise; `step` takes denoising step i
   (one compilation serves every i); `finish` keeps the given pixels. SR models take `lowres` float (N, T, H /
   sr.factor, W / sr.factor, 3) in [-1, 1] (check it with `check_lowres`). The conditional stage takes `given` = (clip
@@ -114,18 +117,19 @@ class Sampler:
     t_start = 1.0 if edit is None else editing.check_strength(self.strength)
     return t_start, self.config.sample.steps if t_start > 0 else 0
 
-  def _start_fn(self, params, tokens, token_mask, rng, lowres=None, given=None, edit=None, *, t_start):
+  def _start_fn(self, params, captions, token_mask, rng, lowres=None, given=None, edit=None, *, t_start):
     """-> (z at t_start, the model's conditioning inputs, the steps' PRNG key)."""
     model = self.spec.merge(params)
-    split = _batch_constraint(self.mesh, tokens.shape[0])
-    tokens, token_mask, lowres, edit = (split(x) for x in (tokens, token_mask, lowres, edit))
+    split = _batch_constraint(self.mesh, captions.shape[0])
+    captions, token_mask, lowres, edit = (split(x) for x in (captions, token_mask, lowres, edit))
     rng_noise, rng_steps, rng_condition = jax.random.split(rng, 3)
-    context = dict(text_emb=model.encode_text(tokens, token_mask), text_mask=token_mask)
+    embedded = jnp.issubdtype(captions.dtype, jnp.floating)
+    context = dict(text_emb=captions if embedded else model.encode_text(captions, token_mask), text_mask=token_mask)
     if self.superresolution:
       context.update(_superres_context(self.config, lowres, rng_condition, self.schedule))
     if given is not None:
       context['conditioning'] = split(conditional.model_input(*(split(x) for x in given)))
-    shape = (tokens.shape[0], *clip_shape(self.config, lowres.shape[1] if self.superresolution else None))
+    shape = (captions.shape[0], *clip_shape(self.config, lowres.shape[1] if self.superresolution else None))
     noise = split(jax.random.normal(rng_noise, shape, jnp.float32))
     z = noise if edit is None else editing.noised(edit, noise, schedule=self.schedule, strength=t_start)
     return z, context, rng_steps
@@ -225,7 +229,7 @@ def training_lowres(config, count: int, seed: int = 0) -> np.ndarray:
 def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int = 0, sampler=None,
              lowres: np.ndarray | None = None, given: tuple[np.ndarray, np.ndarray] | None = None,
              edit: np.ndarray | None = None, strength: float = 1.0, mesh: jax.sharding.Mesh | None = None,
-             show_progress: bool = True) -> np.ndarray:
+             show_progress: bool = True, embeddings: dict | None = None) -> np.ndarray:
   """uint8 videos (N, T, H, W, C) for the prompts; pass `sampler` (from make_sampler) to reuse its compilation.
 
   An SR model upsamples `lowres`, uint8 (N, T, h, w, 3) (default: `training_lowres`). The conditional stage reads
@@ -234,13 +238,15 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   at `strength` instead. `mesh` (where `params` lie; the sampler's, if given) splits the batch over its data-parallel
   devices, padded to a multiple of their count. ValueError before sampling when the compiled sampler needs more
   memory than a device has (`check_memory`). `show_progress` prints progress lines over the denoising steps (off
-  where the caller reports progress over many calls).
+  where the caller reports progress over many calls). `embeddings` (prompt -> (embeddings (L, D), mask (L,)),
+  `ingest.embed_captions.prompt_embeddings`) replace tokenizing and encoding the prompts: a model without a text
+  encoder needs them.
   """
   if not prompts:
     raise ValueError('no prompts to sample')
   count = len(prompts)
   padded = list(prompts) + [prompts[-1]] * (-count % (1 if mesh is None else mesh_lib.data_parallel_size(mesh)))
-  tokens, mask = tokenizers.build_tokenizer(config.text).encode(padded)
+  captions, mask = _captions(config, padded, embeddings)
   sampler = sampler or make_sampler(spec, config, strength, mesh)
   per_prompt = lambda x: np.broadcast_to(np.asarray(x), (len(padded), *np.shape(x)))  # noqa: E731
   kwargs = {} if edit is None else dict(edit=per_prompt(transforms.normalize(np.asarray(edit))))
@@ -262,7 +268,7 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   batch = _batch_sharding(mesh, len(padded))  # None without a mesh: the default device
   replicated = None if mesh is None else jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   place = functools.partial(_place, sharding=batch)
-  args = (place(tokens), place(mask), _place(jax.random.PRNGKey(seed), replicated), *map(place, args))
+  args = (place(captions), place(mask), _place(jax.random.PRNGKey(seed), replicated), *map(place, args))
   kwargs = jax.tree.map(place, kwargs)
   device = (jax.local_devices() if mesh is None else mesh.local_devices)[0]
   check_memory(sampler.compile(params, *args, announce=show_progress, **kwargs), device, count, len(padded))
@@ -271,6 +277,17 @@ def generate(spec: ModelSpec, params, config, prompts: Sequence[str], seed: int 
   videos = jnp.clip(jnp.round((videos + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
   return (np.asarray(videos) if videos.is_fully_addressable else
           multihost_utils.process_allgather(videos, tiled=True))[:count]
+
+
+def _captions(config, prompts: Sequence[str], embeddings: dict | None) -> tuple[np.ndarray, np.ndarray]:
+  """(token ids or embeddings, mask) of the prompts: from `embeddings` when given (ValueError naming a prompt it
+  lacks), else `config.text`'s tokenizer."""
+  if embeddings is None:
+    return tokenizers.build_tokenizer(config.text).encode(prompts)
+  missing = [prompt for prompt in prompts if prompt not in embeddings]
+  if missing:
+    raise ValueError(f'no caption embeddings for the prompt {missing[0]!r}')
+  return tuple(np.stack([embeddings[prompt][part] for prompt in prompts]) for part in (0, 1))
 
 
 def _place(x, sharding: jax.sharding.NamedSharding | None) -> jax.Array:

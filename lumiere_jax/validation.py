@@ -21,7 +21,8 @@ def validate(config, num_devices: int | None = None, num_processes: int | None =
              training: bool = True) -> None:
   """Raises ConfigError listing every invalid field; `num_devices` / `num_processes` default to this job's.
 
-  `training=False` (sampling, export, evaluation) skips what only a training run reads: `model.init_from`.
+  `training=False` (sampling, export, evaluation, ahead-of-time compiles) skips what only a training run reads:
+  `model.init_from`, and a T5 checkpoint where `text.architecture` names its shapes.
   """
   num_devices = jax.device_count() if num_devices is None else num_devices
   num_processes = jax.process_count() if num_processes is None else num_processes
@@ -30,7 +31,7 @@ def validate(config, num_devices: int | None = None, num_processes: int | None =
   except ValueError as e:
     raise config_lib.ConfigError(f'invalid config:\n  config.stage: {e}') from None
   error = config_lib.ConfigError.from_errors('invalid config', itertools.chain(
-      models.config_errors(config), stages.config_errors(config), data.config_errors(config),
+      models.config_errors(config, training=training), stages.config_errors(config), data.config_errors(config),
       diffusion_checks.config_errors(config), train.config_errors(config), train_metrics.config_errors(config),
       eval_checks.training_fvd_errors(config),
       mesh_lib.config_errors(config, num_devices, num_processes),

@@ -2,7 +2,8 @@
 
 `embed_captions` rewrites every input shard under its own name in another directory, record for record in the same
 order, adding `text_emb` (float16 rows of the caption's valid tokens) and `text_emb_dim` (`records.py`). Training
-with `data.text_embeddings=True` then reads them and never runs the encoder.
+with `data.text_embeddings=True` then reads them and never runs the encoder; such a run's few prompts to sample get
+their embeddings from `prompt_embeddings` at start-up.
 Records that do not decode pass through unchanged (the input pipeline counts them as bad, as it would have).
 """
 
@@ -19,6 +20,7 @@ from flax import nnx
 from lumiere_jax import models, progress
 from lumiere_jax.data import records, tokenizers
 from lumiere_jax.models import params as params_lib
+from lumiere_jax.parallel import sharding as sharding_lib
 
 
 def embed_captions(config, in_glob: str, out_dir: str | os.PathLike, *, batch_size: int = 64,
@@ -58,6 +60,18 @@ def embed_captions(config, in_glob: str, out_dir: str | os.PathLike, *, batch_si
 
 def _jit_encoder(config, params, devices):
   """`(tokens, mask) -> embeddings` of the configured encoder, weights replicated, the batch split over `devices`."""
+  spec, encoder_params = _encoder(config, params)
+  mesh = jax.sharding.Mesh(np.asarray(devices), ('batch',))
+  replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P('batch'))
+  encoder_params = jax.device_put(encoder_params, replicated)
+  apply = jax.jit(lambda p, tokens, mask: spec.merge(p)(tokens, mask), in_shardings=(replicated, split, split),
+                  out_shardings=split)
+  return lambda tokens, mask: np.asarray(apply(encoder_params, tokens, mask))
+
+
+def _encoder(config, params) -> tuple[params_lib.ModelSpec, dict]:
+  """(spec, flat weights) of the configured encoder alone; weights from `params` (`text_encoder.*`) or, if None,
+  the pretrained encoder's own."""
   dtype = jnp.dtype(config.model.dtype)
   spec = params_lib.ModelSpec.from_builder(
       lambda: models.build_text_encoder(config.text, dtype=dtype, remat='none', rngs=nnx.Rngs(0)))
@@ -69,12 +83,29 @@ def _jit_encoder(config, params, devices):
   missing = spec.shapes.keys() - encoder_params.keys()
   if missing:
     raise ValueError(f'params lack {len(missing)} text encoder parameters, e.g. {sorted(missing)[:3]}')
-  mesh = jax.sharding.Mesh(np.asarray(devices), ('batch',))
-  replicated, split = NamedSharding(mesh, P()), NamedSharding(mesh, P('batch'))
-  encoder_params = jax.device_put(encoder_params, replicated)
-  apply = jax.jit(lambda p, tokens, mask: spec.merge(p)(tokens, mask), in_shardings=(replicated, split, split),
-                  out_shardings=split)
-  return lambda tokens, mask: np.asarray(apply(encoder_params, tokens, mask))
+  return spec, encoder_params
+
+
+def prompt_embeddings(config, prompts, mesh: jax.sharding.Mesh) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+  """prompt -> (embeddings float32 (L, D), mask bool (L,)) by the pretrained encoder of `config.text`.
+
+  For a run on pre-embedded captions, which holds no encoder (`models.holds_text_encoder`) yet samples prompts: the
+  weights are read from `text.checkpoint` and sharded over `mesh` by their logical axes as the model's frozen
+  parameters are, for this call only (freed on return).
+  """
+  unique = sorted(set(prompts))
+  if not unique:
+    return {}
+  spec, weights = _encoder(config, None)
+  shardings = sharding_lib.param_shardings(spec, mesh, config.mesh.axis_rules)
+  weights = {k: jax.device_put(np.asarray(v, spec.shapes[k].dtype), shardings[k]) for k, v in weights.items()}
+  tokens, mask = tokenizers.build_tokenizer(config.text).encode(unique)
+  replicated = sharding_lib.replicated(mesh)
+  tokens_on_mesh, mask_on_mesh = (jax.make_array_from_callback(x.shape, replicated, lambda index, x=x: x[index])
+                                  for x in (tokens, mask))  # the same on every process
+  emb = jax.jit(lambda p, t, m: spec.merge(p)(t, m), out_shardings=replicated)(weights, tokens_on_mesh, mask_on_mesh)
+  emb = np.asarray(emb.addressable_data(0))  # replicated: every process holds all of it
+  return {prompt: (emb[i], mask[i]) for i, prompt in enumerate(unique)}
 
 
 def _embedded(reader, tokenizer, encode, batch_size: int):

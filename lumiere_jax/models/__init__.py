@@ -9,7 +9,8 @@ conditional stage (the base STUNet fine-tuned for i2v, inpainting and cinemagrap
 Parameter paths (dotted, as in `models.params`): the text encoder lives under `text_encoder.`, the U-Net under
 `unet.`; every temporal parameter has a path element starting with `temporal` and no spatial one does, and the
 STUNet's spatial paths are exactly the T2I model's, so T2I weights load by path. A pretrained text encoder (T5) takes
-its weights from `text.checkpoint` and never trains.
+its weights from `text.checkpoint` and never trains; a run on pre-embedded captions (`data.text_embeddings`) with one
+holds none at all (`holds_text_encoder`): the batches carry its outputs, and what samples encodes prompts apart.
 """
 
 import dataclasses
@@ -28,14 +29,15 @@ from lumiere_jax.models.text_encoders import (PRETRAINED_TEXT_ENCODERS, TEXT_ENC
 from lumiere_jax.models.unet import UNet
 
 __all__ = ['LumiereModel', 'PRETRAINED_TEXT_ENCODERS', 'TEXT_ENCODERS', 'TEXT_PREFIX', 'adapt_pretrained',
-           'build_model', 'build_text_encoder', 'build_unet', 'config_errors', 'if_unet_config', 'model_spec',
+           'build_model', 'build_text_encoder', 'build_unet', 'config_errors', 'holds_text_encoder', 'if_unet_config',
+           'model_spec',
            'pretrained_text_params', 'split_trainable', 'temporal_downsample_factor']
 
 
-def config_errors(config):
-  """(field, problem) for the `model` and `text` config sections."""
+def config_errors(config, *, training: bool = True):
+  """(field, problem) for the `model` and `text` config sections (`training`: see `text_encoders.config_errors`)."""
   yield from checks.config_errors(config)
-  yield from text_encoders.config_errors(config)
+  yield from text_encoders.config_errors(config, training=training)
 
 
 def adapt_pretrained(config, pretrained: dict, shapes: dict) -> dict:
@@ -44,6 +46,12 @@ def adapt_pretrained(config, pretrained: dict, shapes: dict) -> dict:
   if stages.of(config).widens_input:
     return widen.widen_input_conv(pretrained, shapes)
   return pretrained
+
+
+def holds_text_encoder(config) -> bool:
+  """Whether `config`'s model holds its text encoder: not a pretrained (frozen) one whose outputs the training
+  records carry (`data.text_embeddings`); the built-in encoder stays, its weights being the run's own."""
+  return not (config.data.text_embeddings and config.text.encoder in PRETRAINED_TEXT_ENCODERS)
 
 
 def split_trainable(config, paths) -> tuple[list[str], list[str]]:
@@ -79,16 +87,21 @@ def build_unet(config, *, rngs: nnx.Rngs) -> nnx.Module:
 
 
 class LumiereModel(nnx.Module):
-  """Text encoder + denoiser. The U-Net takes caption embeddings, never token ids."""
+  """Text encoder (none where `holds_text_encoder` says so) + denoiser. The U-Net takes caption embeddings, never
+  token ids."""
 
   def __init__(self, config, *, rngs: nnx.Rngs):
     dtype = jnp.dtype(config.model.dtype)
-    self.text_encoder = build_text_encoder(config.text, dtype=dtype, remat=config.model.remat_policy, rngs=rngs)
+    self.text_encoder = (build_text_encoder(config.text, dtype=dtype, remat=config.model.remat_policy, rngs=rngs)
+                         if holds_text_encoder(config) else None)
     self.unet = build_unet(config, rngs=rngs)
     self.backbone = config.model.backbone
 
   def encode_text(self, tokens: jax.Array, mask: jax.Array) -> jax.Array:
     """tokens int32 (B, L), mask bool (B, L) -> embeddings float32 (B, L, D), zero at masked positions."""
+    if self.text_encoder is None:
+      raise ValueError('this model holds no text encoder (data.text_embeddings=True with a pretrained text.encoder): '
+                       'give it caption embeddings')
     return self.text_encoder(tokens, mask)
 
   def __call__(self, x: jax.Array, noise_level: jax.Array, text_emb: jax.Array, text_mask: jax.Array, *,

@@ -3,7 +3,9 @@
 It computes what Hugging Face `T5EncoderModel` computes, for v1.0 (ReLU feed-forward) and v1.1 / Flan (gated-GELU)
 checkpoints: pre-norm residual blocks with RMS layer norms, no biases, attention logits left unscaled plus a
 bidirectional relative position bias that the first layer computes and every layer shares, and a final RMS norm.
-The architecture comes from the checkpoint's `config.json`; the weights from its safetensors (`t5_weights.py`).
+The architecture comes from the checkpoint's `config.json` (or, where only shapes matter and no checkpoint is given,
+from `text.architecture`, a published architecture of `ARCHITECTURES`); the weights from its safetensors
+(`t5_weights.py`).
 """
 
 import dataclasses
@@ -55,6 +57,25 @@ class T5Config:
       raise ValueError(f'{path}: feed_forward_proj={config.feed_forward_proj!r} is not supported '
                        f'(known: {tuple(FEED_FORWARD)})')
     return config
+
+  @classmethod
+  def of(cls, text_config) -> 'T5Config':
+    """The architecture of `text.checkpoint`'s config.json, or without a checkpoint the `text.architecture` named;
+    ValueError naming the field when neither gives one."""
+    if text_config.checkpoint:
+      return cls.from_checkpoint(text_config.checkpoint)
+    if text_config.architecture in ARCHITECTURES:
+      return ARCHITECTURES[text_config.architecture]
+    raise ValueError(f'text.architecture={text_config.architecture!r} is not a known T5 architecture '
+                     f'{tuple(ARCHITECTURES)}; text.checkpoint names none either (a Hugging Face T5 directory)')
+
+
+# Published architectures, for what needs only shapes (ahead-of-time compiles, size tables) without a checkpoint.
+ARCHITECTURES = {
+    # DeepFloyd IF's frozen text encoder (google/t5-v1_1-xxl, IF's text_encoder/config.json).
+    't5-v1_1-xxl': T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                            feed_forward_proj='gated-gelu'),
+}
 
 
 def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> np.ndarray:
@@ -133,12 +154,12 @@ class T5Block(nnx.Module):
 class T5Encoder(nnx.Module):
   """tokens int32 (B, L), mask bool (B, L) -> embeddings float32 (B, L, d_model), zero where masked.
 
-  Built from `text_config.checkpoint`'s config.json with random weights; training and `embed_captions` load the
+  Built from `text_config`'s architecture (`T5Config.of`) with random weights; training and `embed_captions` load the
   checkpoint's weights over them (`t5_weights.load_encoder_params`). `dtype` is the compute dtype.
   """
 
   def __init__(self, text_config, *, dtype, remat: str, rngs: nnx.Rngs):
-    config = T5Config.from_checkpoint(text_config.checkpoint)
+    config = T5Config.of(text_config)
     self.remat = remat
     self.num_buckets = config.relative_attention_num_buckets
     self.max_distance = config.relative_attention_max_distance

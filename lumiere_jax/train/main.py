@@ -20,9 +20,10 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
-from lumiere_jax import inference, stages, train as train_lib, validation
+from lumiere_jax import inference, models, stages, train as train_lib, validation
 from lumiere_jax import sample as sample_lib
 from lumiere_jax.data import pipeline
+from lumiere_jax.ingest import embed_captions
 from lumiere_jax.parallel import chips, distributed, mesh as mesh_lib, sharding as sharding_lib
 from lumiere_jax.train import checkpoint, flops as flops_lib, metrics as metrics_lib, periodic, profile
 from lumiere_jax.train import state as state_lib
@@ -199,6 +200,7 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
                    else f'no spec peak known for {devices[0].device_kind}: mfu not logged'))
   sampler = sample_lib.make_sampler(setup.spec, config, mesh=setup.mesh)
   fvd = periodic.TrainingFVD(config, setup.spec, sampler, setup.mesh) if config.eval.fvd_every_steps else None
+  embeddings = _prompt_embeddings(config, setup.mesh, fvd, writer)
 
   # --- Loop. The next batch is fetched only once the step boundary has been passed (SIGTERM checked), so a save
   # always stores the data position right after the batch of the step it holds.
@@ -259,9 +261,9 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
             nonfinite.check()
             checkpointer.save(step, state, data_iterator, config)
           if sample_now:
-            _write_samples(setup, state, config, workdir, step, sampler, writer)
+            _write_samples(setup, state, config, workdir, step, sampler, writer, embeddings)
           if fvd_now:
-            writer.write(step, {'fvd': fvd(state_lib.inference_params(state))})
+            writer.write(step, {'fvd': fvd(state_lib.inference_params(state), embeddings)})
     nonfinite.check()
   except NonfiniteError:
     checkpointer.close()  # finishes the saves already under way; nothing newer is written
@@ -282,17 +284,28 @@ def _train(config, workdir: pathlib.Path, until_step: int | None, devices, preem
   if preemption.requested:
     writer.text(f'SIGTERM: saved step {step}, exiting')
   elif step == config.train.steps and not sampled_in_loop:
-    _write_samples(setup, state, config, workdir, step, sampler, writer)
+    _write_samples(setup, state, config, workdir, step, sampler, writer, embeddings)
   writer.close()
   return RunResult(state, data_iterator, preemption.requested, workdir)
 
 
-def _write_samples(setup, state, config, workdir, step, sampler, writer):
+def _prompt_embeddings(config, mesh, fvd, writer) -> dict | None:
+  """A run whose model holds no text encoder (pre-embedded captions, `models.holds_text_encoder`): the embeddings of
+  every prompt it will sample (`config.sample.prompts`, the FVD's), by the encoder built for this once. Else None."""
+  if models.holds_text_encoder(config):
+    return None
+  prompts = list(config.sample.prompts) + (fvd.prompts() if fvd else [])
+  writer.text(f'embedding {len(set(prompts))} prompts to sample with the {config.text.encoder} of '
+              f'config.text.checkpoint (the model reads pre-embedded captions and holds no text encoder)...')
+  return embed_captions.prompt_embeddings(config, prompts, mesh)
+
+
+def _write_samples(setup, state, config, workdir, step, sampler, writer, embeddings):
   prompts = list(config.sample.prompts)
   writer.text(f'sampling {len(prompts)} prompts x {config.sample.steps} {config.sample.sampler} steps '
               f'(config.sample.prompts / steps)...')
   videos = sample_lib.generate(setup.spec, state_lib.inference_params(state), config, prompts, sampler=sampler,
-                               mesh=setup.mesh)
+                               mesh=setup.mesh, embeddings=embeddings)
   if jax.process_index() == 0:
     paths = sample_lib.write_samples(videos, prompts, workdir / 'samples' / f'step_{step:07d}', config.sample.fps)
     writer.write_samples(step, videos, prompts, config.sample.fps)

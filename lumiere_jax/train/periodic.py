@@ -16,7 +16,10 @@ from lumiere_jax.eval import i3d, zero_shot
 
 
 class TrainingFVD:
-  """`fvd(params) -> float`: FVD of the videos the inference parameters generate, against UCF101."""
+  """`fvd(params) -> float`: FVD of the videos the inference parameters generate, against UCF101.
+
+  A model without a text encoder (pre-embedded captions) samples from `embeddings` of every one of `prompts()`.
+  """
 
   def __init__(self, config, spec, sampler, mesh: jax.sharding.Mesh):
     protocol_config = config_lib.load(f'n={config.eval.fvd_num_videos},real=train',
@@ -27,15 +30,19 @@ class TrainingFVD:
     self.features = i3d.I3DFeatures(jax.sharding.Mesh(np.array(jax.local_devices()), ('batch',)))
     self.reference, _ = zero_shot.reference_statistics(clips, frames=self.frames, fps=protocol_config.real_fps,
                                                        features=self.features, directory=zero_shot.cache_dir())
-    self._generate = lambda params, prompts, seed: sample_lib.generate(spec, params, config, prompts, seed=seed,
-                                                                       sampler=sampler, mesh=mesh,
-                                                                       show_progress=False)
+    self._generate = lambda params, prompts, seed, embeddings: sample_lib.generate(
+        spec, params, config, prompts, seed=seed, sampler=sampler, mesh=mesh, show_progress=False,
+        embeddings=embeddings)
 
-  def __call__(self, params) -> float:
+  def prompts(self) -> list[str]:
+    """Every prompt an evaluation samples."""
+    return [prompt for chunk in range(self.plan.num_chunks) for prompt in self.plan.chunk_prompts(chunk)]
+
+  def __call__(self, params, embeddings: dict | None = None) -> float:
     features = []
     for chunk in progress.track(range(self.plan.num_chunks), f'FVD: generating {len(self.plan.labels)} videos and '
                                 'their I3D features, chunk by chunk'):
       count = len(self.plan.chunk_labels(chunk))
-      videos = self._generate(params, self.plan.chunk_prompts(chunk), self.plan.chunk_seed(chunk))[:count]
+      videos = self._generate(params, self.plan.chunk_prompts(chunk), self.plan.chunk_seed(chunk), embeddings)[:count]
       features.append(self.features(videos[:, :self.frames]))
     return i3d.fvd_to_reference(self.reference, np.concatenate(features))

@@ -71,12 +71,13 @@ class TrainSetup:
     """A fresh, sharded state; `pretrained` (flat params, `config.model.init_from`) overrides the frozen parameters
     by path, and the trainable ones it holds (with their EMA), once `models.adapt_pretrained` made it this stage's.
 
-    A pretrained text encoder (T5) always comes from `config.text.checkpoint`, the rest from `pretrained`.
+    A pretrained text encoder (T5) always comes from `config.text.checkpoint`, the rest from `pretrained`; a model
+    without one (`models.holds_text_encoder`) reads no T5 weights.
     """
     state = jax.jit(self._init_fn, static_argnums=0, out_shardings=self.state_shardings())(self.config.seed + 1)
     loaded = {}
-    if self.config.text.encoder in models.PRETRAINED_TEXT_ENCODERS:
-      keys = [k for k in self.frozen if k.startswith(models.TEXT_PREFIX)]
+    keys = [k for k in self.frozen if k.startswith(models.TEXT_PREFIX)]
+    if keys and self.config.text.encoder in models.PRETRAINED_TEXT_ENCODERS:
       loaded = self._placed(models.pretrained_text_params(self.config.text), keys, 'config.text.checkpoint')
     if pretrained is not None:
       pretrained = models.adapt_pretrained(self.config, pretrained, self.spec.shapes)
