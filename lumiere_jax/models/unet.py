@@ -26,11 +26,14 @@ class Cond(NamedTuple):
   text: jax.Array  # (B, L, D) caption embeddings
   text_mask: jax.Array  # (B, L) bool
   rngs: nnx.Rngs | None  # dropout randomness; None = deterministic
+  temporal_clip_emb: jax.Array | None = None  # (B, E): the temporal layers' own, STUNet only (UNet docstring)
   frames: int = 0
   emb: jax.Array | None = None  # (B*frames, E): clip_emb broadcast over the frames
+  temporal_emb: jax.Array | None = None  # (B*frames, E): temporal_clip_emb broadcast over the frames
 
   def with_frames(self, frames: int) -> 'Cond':
-    return self._replace(frames=frames, emb=jnp.repeat(self.clip_emb, frames, axis=0))
+    per_frame = lambda e: None if e is None else jnp.repeat(e, frames, axis=0)  # noqa: E731
+    return self._replace(frames=frames, emb=per_frame(self.clip_emb), temporal_emb=per_frame(self.temporal_clip_emb))
 
 
 class NoiseEmbedding(nnx.Module):
@@ -99,7 +102,7 @@ class Layer(nnx.Module):
       x = layers.checkpoint(self.remat, self.attn, x, cond.text, cond.text_mask, frames=cond.frames)
     for block in self.temporal:
       text = (cond.text, cond.text_mask) if isinstance(block, stunet.TemporalAttention) else ()
-      x = layers.checkpoint(self.remat, block, x, cond.emb, *text, frames=cond.frames)
+      x = layers.checkpoint(self.remat, block, x, cond.temporal_emb, *text, frames=cond.frames)
     return x
 
 
@@ -130,6 +133,12 @@ class UNet(nnx.Module):
   denoising noise level and added to the conditioning vector. How it runs (attention kernel, temporal layout, remat
   per level) is `layers.Execution.from_model_config(model_config)`; traced under a mesh with a `context` axis, the
   clip's frames are split over it (`stunet.shard_frames`).
+
+  The STUNet's temporal layers are conditioned on the noise level plus their own trainable projection of the pooled
+  caption (`temporal_text_embed`, our choice: the paper does not say). The spatial `text_embed` was trained on single
+  frames, where words about motion carry no signal, and stays frozen; without a trainable caption path into the
+  temporal blocks' FiLM, the frozen-spatial model learns the sign of a motion but hardly its axis (BENCHMARKS.md,
+  "Demo", session 9).
   """
 
   def __init__(self, model_config, text_features: int, *, inflate: bool, rngs: nnx.Rngs):
@@ -145,6 +154,7 @@ class UNet(nnx.Module):
     self.temporal_factor = 2 ** sum(flags)
     self.noise_embed = NoiseEmbedding(m.channels, emb, dtype=dtype, rngs=rngs)
     self.text_embed = layers.dense(text_features, emb, dtype=dtype, rngs=rngs)
+    self.temporal_text_embed = layers.dense(text_features, emb, dtype=dtype, rngs=temporal_rngs) if inflate else None
     self.conv_in = layers.conv(m.in_channels + m.cond_channels, m.channels, dtype=dtype, rngs=rngs)
     self.cond_channels = m.cond_channels
     self.cond_noise_embed = (NoiseEmbedding(m.channels, emb, dtype=dtype, rngs=rngs) if m.cond_noise_level
@@ -228,7 +238,8 @@ class UNet(nnx.Module):
       if conditioning_level is None:
         raise ValueError('model.cond_noise_level is set: give conditioning_level, the noise level of the conditioning')
       clip_emb = clip_emb + self.cond_noise_embed(conditioning_level)
-    cond = Cond(clip_emb, text, text_mask, rngs).with_frames(frames)
+    temporal_clip_emb = None if self.temporal_text_embed is None else clip_emb + self.temporal_text_embed(pooled)
+    cond = Cond(clip_emb, text, text_mask, rngs, temporal_clip_emb).with_frames(frames)
 
     h = self.conv_in(x.reshape(batch * frames, height, width, -1))
     skips = [h]
