@@ -32,7 +32,8 @@ class Cond(NamedTuple):
   temporal_emb: jax.Array | None = None  # (B*frames, E): temporal_clip_emb broadcast over the frames
 
   def with_frames(self, frames: int) -> 'Cond':
-    per_frame = lambda e: None if e is None else jnp.repeat(e, frames, axis=0)  # noqa: E731
+    def per_frame(clip_emb):
+      return None if clip_emb is None else jnp.repeat(clip_emb, frames, axis=0)
     return self._replace(frames=frames, emb=per_frame(self.clip_emb), temporal_emb=per_frame(self.temporal_clip_emb))
 
 
