@@ -53,16 +53,23 @@ def test_compile_report_on_cpu_devices_counts_the_per_device_state_and_batch():
   assert report['parameters'] == sum(x.size for x in jax.tree.leaves((state['params'], state['frozen'])))
   assert report['bytes_per_device'] > report['argument_bytes'] and report['flops_per_device'] > 0
   assert 0 < report['replication']['replicated_fraction'] < 0.1  # kernels split over fsdp, norms replicated
+  # No remat in the micro config: the compiled step runs the model's FLOPs (to XLA's fusion-level accounting).
+  assert report['model_flops_per_device'] == pytest.approx(report['flops_per_device'], rel=0.1)
 
 
 def test_the_printed_report_says_whether_it_fits():
   topology = aot.parse_topology('v5e-8')
   report = dict(devices=8, device_kind='TPU v5 lite', hosts=2, mesh={'data': 8}, bytes_per_device=0,
-                argument_bytes=0, temp_bytes=0, flops_per_device=1e12, parameters=10, trainable=5,
+                argument_bytes=0, temp_bytes=0, flops_per_device=1e12, model_flops_per_device=8e11, parameters=10,
+                trainable=5,
                 replication=dict(replicated_fraction=1.0, largest_replicated=['a.kernel']))
   assert '-> fits' in aot.describe('v5e-8', topology, dict(report, bytes_per_device=15 * 2 ** 30))
   text = aot.describe('v5e-8', topology, dict(report, bytes_per_device=17 * 2 ** 30))
   assert 'of 16 GiB HBM -> DOES NOT FIT' in text and '8.000e+12 in all' in text and 'largest: a.kernel' in text
+  assert '8.000e+11 per chip; compiled / model 1.25' in text
+  refused = {k: v for k, v in report.items() if k not in ('bytes_per_device', 'flops_per_device')}
+  refused = aot.describe('v5e-8', topology, dict(refused, out_of_memory='RESOURCE_EXHAUSTED: 20G of temporaries'))
+  assert 'DOES NOT FIT in 16 GiB' in refused and 'what MFU counts): 8.000e+11 per chip\n' in refused
 
 
 @pytest.mark.skipif(not HAS_LIBTPU, reason="libtpu is not installed (the optional extra: pip install '.[tpu]')")

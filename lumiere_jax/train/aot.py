@@ -94,6 +94,19 @@ def abstract_batch(config, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeS
   return {key: jax.ShapeDtypeStruct(shape, dtype, sharding=sharding) for key, (shape, dtype) in shapes.items()}
 
 
+def host_model_flops(config) -> float:
+  """What MFU counts: FLOPs of one global train step without recomputation, from the step lowered (not compiled) on
+  one host CPU device. Compile-only TPU devices cost no lowering, and a platform kernel (splash or cuDNN attention)
+  would count as nothing; on the host the step runs XLA attention and no context-parallel exchanges, which are the
+  model's FLOPs. Known even when the compiler refuses the step."""
+  host = config.copy_and_resolve_references()
+  for axis in mesh_lib.MESH_AXES:
+    host.mesh[axis] = 1
+  mesh = mesh_lib.make_mesh(host.mesh, jax.devices('cpu')[:1])
+  setup = state_lib.TrainSetup.create(host, mesh)
+  return flops_lib.model_flops(setup, setup.abstract_state(), abstract_batch(host, mesh))
+
+
 def compile_report(config, devices) -> dict:
   """Compiles the train step for `config` on a mesh of `devices`; its per-device memory, FLOPs and replication.
 
@@ -107,6 +120,7 @@ def compile_report(config, devices) -> dict:
                 parameters=sum(math.prod(s.shape) for s in setup.spec.shapes.values()),
                 trainable=sum(math.prod(setup.spec.shapes[k].shape) for k in setup.trainable),
                 replication=sharding_lib.replication_report(setup.spec.shapes, setup.param_shardings))
+  report['model_flops_per_device'] = host_model_flops(config) / len(devices)
   try:
     compiled = step_lib.jit_train_step(setup).lower(setup.abstract_state(), abstract_batch(config, mesh)).compile()
   except jax.errors.JaxRuntimeError as e:
@@ -138,6 +152,9 @@ def describe(name: str, topology: Topology, report: dict) -> str:
         'GiB)',
         f'  FLOPs per step: {report["flops_per_device"]:.3e} per chip, '
         f'{report["flops_per_device"] * report["devices"]:.3e} in all (XLA cost analysis)']
+  lines.append(f'  model FLOPs per step (no recomputation, what MFU counts): {report["model_flops_per_device"]:.3e} '
+               'per chip' + (f'; compiled / model {report["flops_per_device"] / report["model_flops_per_device"]:.2f}'
+                             if 'flops_per_device' in report else ''))
   lines.append(f'  parameters: {report["parameters"]:,} ({report["trainable"]:,} trainable); '
                f'{replication["replicated_fraction"]:.0%} of parameter bytes replicated on every chip; '
                f'largest: {largest}')
