@@ -150,7 +150,7 @@ def load_export(out, mesh: jax.sharding.Mesh) -> tuple[object, dict]:
     raise ValueError(f'{out}: the parameters do not match manifest.json (sha256 {digest}, manifest '
                      f'{manifest["sha256"]}); the export was changed or damaged, export it again')
   spec = models.model_spec(config)
-  shapes, shardings = spec.shapes, sharding_lib.param_shardings(spec, mesh, config.mesh.axis_rules)
+  shapes = spec.shapes
   if arrays.keys() != shapes.keys():
     missing, unexpected = sorted(shapes.keys() - arrays.keys()), sorted(arrays.keys() - shapes.keys())
     raise ValueError(f'{out}: the parameter names do not match the model its config builds: missing {missing[:3]}, '
@@ -158,6 +158,4 @@ def load_export(out, mesh: jax.sharding.Mesh) -> tuple[object, dict]:
   wrong = [name for name in shapes if arrays[name].shape != shapes[name].shape]
   if wrong:
     raise ValueError(f'{out}: parameter shapes differ from the model its config builds, e.g. {wrong[:3]}')
-  params = {name: jax.device_put(np.asarray(arrays[name], shapes[name].dtype), shardings[name])
-            for name in shapes}
-  return config, params
+  return config, sharding_lib.place_params(arrays, spec, mesh, config.mesh.axis_rules)

@@ -15,7 +15,6 @@ import dataclasses
 import pathlib
 
 import jax
-import numpy as np
 
 from lumiere_jax import config as config_lib
 from lumiere_jax import export as export_lib
@@ -81,12 +80,6 @@ def load(path, *, overrides: dict | None = None, use_ema: bool = True, devices=N
   _, step, params = load_params(path, mesh, use_ema=use_ema)
   spec = models.model_spec(config)
   if pre_embedded:
-    params.update(_text_encoder_params(config, spec, mesh))
+    params.update(sharding_lib.place_params(models.pretrained_text_params(config.text), spec, mesh,
+                                            config.mesh.axis_rules))
   return InferenceModel(config, step, spec, mesh, params)
-
-
-def _text_encoder_params(config, spec, mesh) -> dict:
-  """The pretrained text encoder's weights from `config.text.checkpoint`, on `mesh` as `spec` lays them out."""
-  weights = models.pretrained_text_params(config.text)
-  shardings = sharding_lib.param_shardings(spec, mesh, config.mesh.axis_rules)
-  return {k: jax.device_put(np.asarray(v, spec.shapes[k].dtype), shardings[k]) for k, v in weights.items()}

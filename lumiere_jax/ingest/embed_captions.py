@@ -97,8 +97,7 @@ def prompt_embeddings(config, prompts, mesh: jax.sharding.Mesh) -> dict[str, tup
   if not unique:
     return {}
   spec, weights = _encoder(config, None)
-  shardings = sharding_lib.param_shardings(spec, mesh, config.mesh.axis_rules)
-  weights = {k: jax.device_put(np.asarray(v, spec.shapes[k].dtype), shardings[k]) for k, v in weights.items()}
+  weights = sharding_lib.place_params(weights, spec, mesh, config.mesh.axis_rules)
   tokens, mask = tokenizers.build_tokenizer(config.text).encode(unique)
   replicated = sharding_lib.replicated(mesh)
   tokens_on_mesh, mask_on_mesh = (jax.make_array_from_callback(x.shape, replicated, lambda index, x=x: x[index])

@@ -90,3 +90,9 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh)
 def param_shardings(spec, mesh: jax.sharding.Mesh, axis_rules: Sequence) -> dict:
   """path -> NamedSharding of every parameter of a `models.params.ModelSpec`, from the config's logical rules."""
   return tree_shardings(spec.shapes, spec.logical_names, mesh, rules_from_config(axis_rules))
+
+
+def place_params(arrays: Mapping[str, np.ndarray], spec, mesh: jax.sharding.Mesh, axis_rules: Sequence) -> dict:
+  """Host arrays (a subset of `spec`'s parameters) on `mesh`, each in its parameter's dtype and logical sharding."""
+  shardings = param_shardings(spec, mesh, axis_rules)
+  return {k: jax.device_put(np.asarray(v, spec.shapes[k].dtype), shardings[k]) for k, v in arrays.items()}
