@@ -96,7 +96,7 @@ def abstract_batch(config, mesh: jax.sharding.Mesh) -> dict[str, jax.ShapeDtypeS
 
 def host_model_flops(config) -> float:
   """What MFU counts: FLOPs of one global train step without recomputation, from the step lowered (not compiled) on
-  one host CPU device. Compile-only TPU devices cost no lowering, and a platform kernel (splash or cuDNN attention)
+  one host CPU device. Compile-only TPU devices report no cost for a lowering, and a platform kernel (splash, cuDNN)
   would count as nothing; on the host the step runs XLA attention and no context-parallel exchanges, which are the
   model's FLOPs. Known even when the compiler refuses the step."""
   host = config.copy_and_resolve_references()
