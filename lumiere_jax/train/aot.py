@@ -99,12 +99,13 @@ def host_model_flops(config) -> float:
   one host CPU device. Compile-only TPU devices report no cost for a lowering, and a platform kernel (splash, cuDNN)
   would count as nothing; on the host the step runs XLA attention and no context-parallel exchanges, which are the
   model's FLOPs. Known even when the compiler refuses the step."""
-  host = config.copy_and_resolve_references()
+  host = flops_lib.without_remat(config)  # a copy
   for axis in mesh_lib.MESH_AXES:
     host.mesh[axis] = 1
   mesh = mesh_lib.make_mesh(host.mesh, jax.devices('cpu')[:1])
   setup = state_lib.TrainSetup.create(host, mesh)
-  return flops_lib.model_flops(setup, setup.abstract_state(), abstract_batch(host, mesh))
+  return flops_lib.compiled_flops(step_lib.jit_train_step(setup).lower(setup.abstract_state(),
+                                                                      abstract_batch(host, mesh)))
 
 
 def compile_report(config, devices) -> dict:
